@@ -1,0 +1,36 @@
+"""quart_sched: APScheduler for Quart, on the loop that serves the app.
+
+A drop-in for Flask-APScheduler: change ``flask_apscheduler`` to ``quart_sched``.
+"""
+
+from __future__ import annotations
+
+from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING, STATE_STOPPED
+
+from ._extension import APScheduler
+from ._scheduler import QuartExecutor, QuartScheduler
+from .errors import (
+    ConfigurationError,
+    ConflictingIdError,
+    JobLookupError,
+    JobNotStorableError,
+    QuartSchedError,
+    SchedulerAlreadyRunningError,
+    SchedulerNotRunningError,
+)
+
+__all__ = [
+    "STATE_PAUSED",
+    "STATE_RUNNING",
+    "STATE_STOPPED",
+    "APScheduler",
+    "ConfigurationError",
+    "ConflictingIdError",
+    "JobLookupError",
+    "JobNotStorableError",
+    "QuartExecutor",
+    "QuartSchedError",
+    "QuartScheduler",
+    "SchedulerAlreadyRunningError",
+    "SchedulerNotRunningError",
+]

@@ -1,0 +1,150 @@
+"""The configuration keys, their defaults, and their parsing into one frozen object.
+
+Every ``SCHEDULER_*`` key is listed in :data:`KEYS`; ``docs/reference/config.md`` is the
+same table for users. The app config is read once, in ``init_app``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import tzinfo
+from typing import Any
+
+from .errors import ConfigurationError
+
+DEFAULT_API_PREFIX = "/scheduler"
+DEFAULT_ENDPOINT_PREFIX = "scheduler."
+DEFAULT_SHUTDOWN_TIMEOUT = 20.0
+DEFAULT_JOBSTORE_RETRY_INTERVAL = 10.0
+
+#: key -> (type shown in the docs, default, meaning)
+KEYS: dict[str, tuple[str, str, str]] = {
+    "SCHEDULER_JOBS": ("list[dict]", "[]", "Jobs to add at init_app (wins over JOBS)."),
+    "JOBS": ("list[dict]", "[]", "Flask-APScheduler's older name for SCHEDULER_JOBS."),
+    "SCHEDULER_JOBSTORES": ("dict", "memory", "APScheduler job stores by alias."),
+    "SCHEDULER_EXECUTORS": ("dict", "threadpool of 10", "APScheduler executors by alias."),
+    "SCHEDULER_JOB_DEFAULTS": ("dict", "{}", "coalesce, max_instances, misfire_grace_time."),
+    "SCHEDULER_TIMEZONE": ("str | tzinfo", "local zone", "Zone of every job's trigger."),
+    "SCHEDULER_API_ENABLED": ("bool", "False", "Serve the REST API."),
+    "SCHEDULER_VIEWS_ENABLED": ("bool", "False", "Legacy name for SCHEDULER_API_ENABLED."),
+    "SCHEDULER_API_PREFIX": ("str", DEFAULT_API_PREFIX, "URL prefix of the API."),
+    "SCHEDULER_ENDPOINT_PREFIX": ("str", DEFAULT_ENDPOINT_PREFIX, "Endpoint name prefix."),
+    "SCHEDULER_ALLOWED_HOSTS": ("list[str]", '["*"]', "Host names that may run jobs."),
+    "SCHEDULER_AUTH": ("HTTPAuth | None", "None", "Auth scheme guarding the API."),
+    "SCHEDULER_SHUTDOWN_TIMEOUT": (
+        "float",
+        str(DEFAULT_SHUTDOWN_TIMEOUT),
+        "Seconds running jobs get to finish when serving stops.",
+    ),
+    "SCHEDULER_JOBSTORE_RETRY_INTERVAL": (
+        "float",
+        str(DEFAULT_JOBSTORE_RETRY_INTERVAL),
+        "Seconds between retries after a job store error.",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """What ``init_app`` read from the app config, validated."""
+
+    jobs: tuple[Mapping[str, Any], ...] = ()
+    jobstores: Mapping[str, Any] | None = None
+    executors: Mapping[str, Any] | None = None
+    job_defaults: Mapping[str, Any] | None = None
+    timezone: str | tzinfo | None = None
+    api_enabled: bool = False
+    api_prefix: str = DEFAULT_API_PREFIX
+    endpoint_prefix: str = DEFAULT_ENDPOINT_PREFIX
+    allowed_hosts: tuple[str, ...] = ("*",)
+    auth: Any = None
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    jobstore_retry_interval: float = DEFAULT_JOBSTORE_RETRY_INTERVAL
+    scheduler_options: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _seconds(config: Mapping[str, Any], key: str, default: float) -> float:
+    value = config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigurationError(f"{key} must be a number of seconds, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ConfigurationError(f"{key} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def _mapping(config: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
+    value = config.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"{key} must be a dict, got {type(value).__name__}")
+    # APScheduler pops "type"/"class" out of these dicts: give it copies so the app
+    # config survives a second init_app (app factories, tests).
+    return {alias: copy.copy(spec) for alias, spec in value.items()}
+
+
+def load_config(
+    config: Mapping[str, Any],
+    *,
+    api_enabled: bool,
+    api_prefix: str,
+    endpoint_prefix: str,
+    allowed_hosts: Sequence[str],
+    auth: Any,
+) -> SchedulerConfig:
+    """Read the ``SCHEDULER_*`` keys of ``config``.
+
+    The keyword arguments are the extension's attributes as the user left them before
+    ``init_app``; as in Flask-APScheduler, a key present in ``config`` wins over them.
+    """
+    jobs = config.get("SCHEDULER_JOBS") or config.get("JOBS") or ()
+    if isinstance(jobs, Mapping) or not isinstance(jobs, Sequence):
+        raise ConfigurationError("SCHEDULER_JOBS must be a list of job dicts")
+    for index, job in enumerate(jobs):
+        if not isinstance(job, Mapping):
+            raise ConfigurationError(f"SCHEDULER_JOBS[{index}] must be a dict, got {job!r}")
+        if "id" not in job:
+            raise ConfigurationError(f"SCHEDULER_JOBS[{index}] has no 'id'")
+
+    enabled = config.get("SCHEDULER_VIEWS_ENABLED", api_enabled)
+    enabled = config.get("SCHEDULER_API_ENABLED", enabled)
+    hosts = config.get("SCHEDULER_ALLOWED_HOSTS", allowed_hosts)
+    if isinstance(hosts, str):
+        raise ConfigurationError('SCHEDULER_ALLOWED_HOSTS must be a list, e.g. ["web1"]')
+
+    jobstores = _mapping(config, "SCHEDULER_JOBSTORES")
+    executors = _mapping(config, "SCHEDULER_EXECUTORS")
+    job_defaults = _mapping(config, "SCHEDULER_JOB_DEFAULTS")
+    timezone = config.get("SCHEDULER_TIMEZONE") or None
+    retry = _seconds(config, "SCHEDULER_JOBSTORE_RETRY_INTERVAL", DEFAULT_JOBSTORE_RETRY_INTERVAL)
+
+    options: dict[str, Any] = {}
+    if jobstores:
+        options["jobstores"] = jobstores
+    if executors:
+        options["executors"] = executors
+    if job_defaults:
+        options["job_defaults"] = dict(job_defaults)
+    if timezone:
+        options["timezone"] = timezone
+    if "SCHEDULER_JOBSTORE_RETRY_INTERVAL" in config:
+        options["jobstore_retry_interval"] = retry
+
+    return SchedulerConfig(
+        jobs=tuple(dict(job) for job in jobs),
+        jobstores=jobstores,
+        executors=executors,
+        job_defaults=job_defaults,
+        timezone=timezone,
+        api_enabled=bool(enabled),
+        api_prefix=config.get("SCHEDULER_API_PREFIX", api_prefix),
+        endpoint_prefix=config.get("SCHEDULER_ENDPOINT_PREFIX", endpoint_prefix),
+        allowed_hosts=tuple(hosts),
+        auth=config.get("SCHEDULER_AUTH", auth),
+        shutdown_timeout=_seconds(config, "SCHEDULER_SHUTDOWN_TIMEOUT", DEFAULT_SHUTDOWN_TIMEOUT),
+        jobstore_retry_interval=retry,
+        scheduler_options=options,
+    )

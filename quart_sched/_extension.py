@@ -1,0 +1,320 @@
+"""The Quart extension: Flask-APScheduler's ``APScheduler`` class, on the serving loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from apscheduler.events import EVENT_ALL
+from apscheduler.schedulers.base import STATE_PAUSED
+
+from ._config import (
+    DEFAULT_API_PREFIX,
+    DEFAULT_ENDPOINT_PREFIX,
+    SchedulerConfig,
+    load_config,
+)
+from ._jobs import fix_job_def, pop_trigger
+from ._scheduler import QuartScheduler
+from .errors import JobLookupError, SchedulerAlreadyRunningError, SchedulerNotRunningError
+
+if TYPE_CHECKING:
+    from apscheduler.job import Job
+    from quart import Quart
+
+logger = logging.getLogger("quart_sched")
+
+EXTENSION_KEY = "apscheduler"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class APScheduler:
+    """Runs APScheduler jobs in a Quart app, on the loop that serves it.
+
+    A drop-in for Flask-APScheduler's class of the same name::
+
+        app = Quart(__name__)
+        app.config.from_object(Config)          # JOBS, SCHEDULER_* keys
+        scheduler = APScheduler()
+        scheduler.init_app(app)
+        scheduler.start()                       # before app.run(): starts when serving
+        app.run()
+
+    ``start()`` outside a running event loop (at import time, under
+    ``hypercorn module:app``) starts the scheduler when the app begins serving; when
+    serving stops, running jobs get ``SCHEDULER_SHUTDOWN_TIMEOUT`` seconds to finish.
+    """
+
+    def __init__(self, scheduler: Any = None, app: Quart | None = None) -> None:
+        self._scheduler: QuartScheduler = (
+            QuartScheduler() if scheduler is None else QuartScheduler.adopt(scheduler)
+        )
+        self._host_name = socket.gethostname().lower()
+        self._authentication_callback: Callable[..., Any] | None = None
+        self._start_requested: bool | None = None  # the `paused` of a start() due at serving
+        self._config: SchedulerConfig | None = None
+        self.allowed_hosts: list[str] = ["*"]
+        self.auth: Any = None
+        self.api_enabled = False
+        self.api_prefix = DEFAULT_API_PREFIX
+        self.endpoint_prefix = DEFAULT_ENDPOINT_PREFIX
+        self.app: Quart | None = None
+        if app is not None:
+            self.init_app(app)
+
+    # properties -----------------------------------------------------------------------
+
+    @property
+    def host_name(self) -> str:
+        """This machine's host name, lower-cased, as matched against allowed hosts."""
+        return self._host_name
+
+    @property
+    def running(self) -> bool:
+        """True while the scheduler runs (paused included)."""
+        return bool(self._scheduler.running)
+
+    @property
+    def state(self) -> int:
+        """``STATE_STOPPED``, ``STATE_RUNNING`` or ``STATE_PAUSED``."""
+        return int(self._scheduler.state)
+
+    @property
+    def scheduler(self) -> QuartScheduler:
+        """The underlying APScheduler ``AsyncIOScheduler``."""
+        return self._scheduler
+
+    @property
+    def task(self) -> Callable[..., Callable[[F], F]]:
+        """APScheduler's ``scheduled_job`` decorator::
+
+        @scheduler.task("interval", id="do_job_1", seconds=30)
+        async def job1(): ...
+
+        Jobs declared before ``init_app`` still get ``SCHEDULER_TIMEZONE``.
+        """
+        decorator: Callable[..., Callable[[F], F]] = self._scheduler.scheduled_job
+        return decorator
+
+    @property
+    def config(self) -> SchedulerConfig | None:
+        """The settings read by ``init_app``."""
+        return self._config
+
+    # app wiring -----------------------------------------------------------------------
+
+    def init_app(self, app: Quart) -> None:
+        """Read the app's ``SCHEDULER_*`` config, add its jobs and hook its serving."""
+        if EXTENSION_KEY in app.extensions:
+            raise RuntimeError(
+                "An APScheduler is already registered on this app. Use that instance "
+                "(app.extensions['apscheduler']) instead of creating another."
+            )
+        if self.app is not None and self.running:
+            raise RuntimeError(
+                "This APScheduler is running for another app. Shut it down first, or give "
+                "each app its own APScheduler()."
+            )
+        config = load_config(
+            app.config,
+            api_enabled=self.api_enabled,
+            api_prefix=self.api_prefix,
+            endpoint_prefix=self.endpoint_prefix,
+            allowed_hosts=self.allowed_hosts,
+            auth=self.auth,
+        )
+        self._config = config
+        self.api_enabled = config.api_enabled
+        self.api_prefix = config.api_prefix
+        self.endpoint_prefix = config.endpoint_prefix
+        self.allowed_hosts = list(config.allowed_hosts)
+        self.auth = config.auth
+
+        self.app = app
+        app.extensions[EXTENSION_KEY] = self
+        app.apscheduler = self  # type: ignore[attr-defined]  # Flask-APScheduler's name
+        self._scheduler.app = app
+        self._scheduler.shutdown_timeout = config.shutdown_timeout
+        self._scheduler.apply_options(config.scheduler_options)
+
+        for job in config.jobs:
+            definition = dict(job)
+            definition.setdefault("replace_existing", True)
+            self.add_job(**definition)
+
+        if config.api_enabled:
+            logger.warning(
+                "SCHEDULER_API_ENABLED is set, but this version of quart_sched does not "
+                "serve the REST API yet"
+            )
+
+        app.before_serving(self._make_before_serving(app))
+        app.after_serving(self._make_after_serving(app))
+
+    def _make_before_serving(self, app: Quart) -> Callable[[], Any]:
+        async def start_scheduler() -> None:
+            if self.app is app and self._start_requested is not None:
+                paused, self._start_requested = self._start_requested, None
+                self._scheduler.start(paused=paused)
+
+        return start_scheduler
+
+    def _make_after_serving(self, app: Quart) -> Callable[[], Any]:
+        async def stop_scheduler() -> None:
+            if self.app is not app:
+                return
+            if self.running:
+                # Started by or for serving: start again if the app serves again.
+                self._start_requested = self.state == STATE_PAUSED
+            await self._scheduler.aclose()
+
+        return stop_scheduler
+
+    # lifecycle --------------------------------------------------------------------------
+
+    def start(self, paused: bool = False) -> None:
+        """Start the scheduler; outside a running loop, as soon as the app serves.
+
+        :param paused: if True, don't run jobs until :meth:`resume` is called.
+        """
+        if not self._host_allowed():
+            logger.info(
+                "Host %r is not in SCHEDULER_ALLOWED_HOSTS (%s): not starting the scheduler",
+                self.host_name,
+                ", ".join(self.allowed_hosts),
+            )
+            return
+        if self.running or self._start_requested is not None:
+            raise SchedulerAlreadyRunningError
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            self._start_requested = paused
+            logger.debug("No running event loop: the scheduler starts when the app serves")
+            return
+        self._scheduler.start(paused=paused)
+
+    def _host_allowed(self) -> bool:
+        return "*" in self.allowed_hosts or self.host_name in self.allowed_hosts
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Shut the scheduler down; ``state`` is stopped when this returns.
+
+        Running jobs are not interrupted; with ``wait`` they get
+        ``SCHEDULER_SHUTDOWN_TIMEOUT`` seconds to finish before the job stores close.
+        A start waiting for the app to serve is cancelled.
+
+        :raises SchedulerNotRunningError: if the scheduler is neither running nor due to start
+        """
+        if self._start_requested is not None and not self.running:
+            self._start_requested = None
+            return
+        self._start_requested = None
+        self._scheduler.shutdown(wait)
+
+    def pause(self) -> None:
+        """Stop running jobs until :meth:`resume`; running ones go on."""
+        self._scheduler.pause()
+
+    def resume(self) -> None:
+        """Resume running jobs."""
+        self._scheduler.resume()
+
+    def add_listener(self, callback: Callable[[Any], Any], mask: int = EVENT_ALL) -> None:
+        """Call ``callback(event)`` for the APScheduler events in ``mask``."""
+        self._scheduler.add_listener(callback, mask)
+
+    def remove_listener(self, callback: Callable[[Any], Any]) -> None:
+        """Remove a listener added with :meth:`add_listener`."""
+        self._scheduler.remove_listener(callback)
+
+    # jobs -------------------------------------------------------------------------------
+
+    def add_job(self, id: str, func: Any, **kwargs: Any) -> Job:
+        """Add a job; ``name`` defaults to ``id``.
+
+        ``func`` is a callable or a ``"module:function"`` string. ISO 8601 strings are
+        accepted for ``start_date``, ``end_date`` and ``run_date``::
+
+            scheduler.add_job("report", "app.jobs:report", trigger="cron", hour=6)
+        """
+        job_def = dict(kwargs)
+        job_def["id"] = id
+        job_def["func"] = func
+        job_def["name"] = job_def.get("name") or id
+        fix_job_def(job_def)
+        return self._scheduler.add_job(**job_def)
+
+    def remove_job(self, id: str, jobstore: str | None = None) -> None:
+        """Remove a job; raises ``JobLookupError`` if there is none with that id."""
+        self._scheduler.remove_job(id, jobstore)
+
+    def remove_all_jobs(self, jobstore: str | None = None) -> None:
+        """Remove every job, of one job store or of all."""
+        self._scheduler.remove_all_jobs(jobstore)
+
+    def get_job(self, id: str, jobstore: str | None = None) -> Job | None:
+        """The job with this id, or None."""
+        job: Job | None = self._scheduler.get_job(id, jobstore)
+        return job
+
+    def get_jobs(self, jobstore: str | None = None) -> list[Job]:
+        """Every job, pending ones included before the scheduler starts."""
+        jobs: list[Job] = self._scheduler.get_jobs(jobstore)
+        return jobs
+
+    def modify_job(self, id: str, jobstore: str | None = None, **changes: Any) -> Job:
+        """Change a job's properties; a new ``trigger`` (with its arguments) reschedules it.
+
+        The change is applied in one write: a bad trigger argument changes nothing.
+        """
+        fix_job_def(changes)
+        if "trigger" in changes:
+            trigger, trigger_args = pop_trigger(changes)
+            built = self._scheduler.make_trigger(trigger, trigger_args)
+            changes["trigger"] = built
+            changes["next_run_time"] = built.get_next_fire_time(
+                None, datetime.now(self._scheduler.timezone)
+            )
+        return self._scheduler.modify_job(id, jobstore, **changes)
+
+    def pause_job(self, id: str, jobstore: str | None = None) -> Job:
+        """Pause a job until :meth:`resume_job`."""
+        job: Job = self._scheduler.pause_job(id, jobstore)
+        return job
+
+    def resume_job(self, id: str, jobstore: str | None = None) -> Job | None:
+        """Resume a paused job (a finished schedule removes it)."""
+        job: Job | None = self._scheduler.resume_job(id, jobstore)
+        return job
+
+    def run_job(self, id: str, jobstore: str | None = None) -> asyncio.Future[Any]:
+        """Run a job once now, through its executor, with the app context and listeners.
+
+        Returns a future: ``await`` it for the job's return value (or its exception), or
+        ignore it to run in the background. ``max_instances`` is honoured.
+
+        :raises JobLookupError: if there is no such job
+        :raises SchedulerNotRunningError: if the scheduler is not running
+        """
+        if self.get_job(id, jobstore) is None:
+            raise JobLookupError(id)
+        if not self.running:
+            raise SchedulerNotRunningError
+        return self._scheduler.run_job_now(id, jobstore)
+
+    # auth -------------------------------------------------------------------------------
+
+    def authenticate(self, func: F) -> F:
+        """Register the callback that checks API credentials (sync or ``async``)::
+
+        @scheduler.authenticate
+        def check(auth):
+            return auth["username"] == "guest" and auth["password"] == "guest"
+        """
+        self._authentication_callback = func
+        return func

@@ -1,0 +1,758 @@
+"""APScheduler 3 adapted to a Quart app's serving loop.
+
+This is the only module that touches APScheduler's private attributes. It provides:
+
+* :class:`QuartScheduler`, an ``AsyncIOScheduler`` that binds to the loop it is started
+  on, changes ``state`` before ``shutdown()`` returns, drains running jobs before it
+  closes its job stores, keeps waking up after job-store errors without running a fire
+  twice, and keeps paused jobs paused when they are re-declared at start-up;
+* :class:`QuartExecutor`, which runs coroutine functions on the loop and plain functions
+  in a bounded thread pool, each run in a fresh app context, and reports every outcome
+  to the ``quart_sched`` logger, the listeners and the blinker signals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import copy
+import inspect
+import logging
+import pickle
+import traceback
+from collections.abc import Iterable, Mapping
+from contextlib import AbstractAsyncContextManager, nullcontext
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_EXECUTED,
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_MISSED,
+    EVENT_JOB_SUBMITTED,
+    EVENT_SCHEDULER_SHUTDOWN,
+    JobExecutionEvent,
+    JobSubmissionEvent,
+    SchedulerEvent,
+)
+from apscheduler.executors.asyncio import AsyncIOExecutor
+from apscheduler.executors.base import BaseExecutor, MaxInstancesReachedError
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.jobstores.memory import MemoryJobStore
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.schedulers.base import (
+    STATE_PAUSED,
+    STATE_RUNNING,
+    STATE_STOPPED,
+    TIMEOUT_MAX,
+)
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.util import iscoroutinefunction_partial, undefined
+
+from . import signals
+from ._config import DEFAULT_SHUTDOWN_TIMEOUT
+from .errors import (
+    ConfigurationError,
+    JobNotStorableError,
+    SchedulerAlreadyRunningError,
+    SchedulerNotRunningError,
+)
+
+if TYPE_CHECKING:
+    from apscheduler.job import Job
+    from blinker import NamedSignal
+    from quart import Quart
+
+logger = logging.getLogger("quart_sched")
+
+DEFAULT_MAX_WORKERS = 10
+#: How long cancelled jobs get to record their interruption at shutdown.
+_CANCEL_GRACE = 1.0
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+# --------------------------------------------------------------------------- executor
+
+
+@dataclass
+class _Batch:
+    """What one start of an executor owns; a shutdown drains it while a restart goes on."""
+
+    loop: asyncio.AbstractEventLoop
+    pool: concurrent.futures.ThreadPoolExecutor
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+
+class QuartExecutor(BaseExecutor):  # type: ignore[misc]
+    """Runs ``async def`` jobs on the serving loop and plain functions in a thread pool.
+
+    Each run gets a fresh app context; threads see it through a copied context, as
+    Quart's ``run_sync`` does. ``max_workers`` bounds the threads. Configured
+    ``threadpool`` and ``asyncio`` executors are replaced by this one, keeping their size.
+    """
+
+    def __init__(self, max_workers: int = DEFAULT_MAX_WORKERS, pool_kwargs: Any = None) -> None:
+        super().__init__()
+        if not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1:
+            raise ConfigurationError(f"max_workers must be an integer >= 1, got {max_workers!r}")
+        self.max_workers = max_workers
+        self._pool_kwargs = dict(pool_kwargs or {})
+        self._batch: _Batch | None = None
+
+    # APScheduler's executor interface ------------------------------------------------
+
+    def start(self, scheduler: QuartScheduler, alias: str) -> None:
+        super().start(scheduler, alias)
+        assert scheduler._eventloop is not None, "start the scheduler on a running loop"
+        self._batch = _Batch(
+            loop=scheduler._eventloop,
+            pool=concurrent.futures.ThreadPoolExecutor(
+                self.max_workers, thread_name_prefix=f"quart_sched-{alias}", **self._pool_kwargs
+            ),
+        )
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop taking jobs. Running ones are left to :meth:`drain`, never cancelled here."""
+        batch, self._batch = self._batch, None
+        if batch is not None and not wait:
+            batch.pool.shutdown(wait=False)
+
+    def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
+        self._submit(job, run_times, check_misfire=True)
+
+    # ours ---------------------------------------------------------------------------
+
+    @property
+    def running_jobs(self) -> int:
+        return len(self._batch.tasks) if self._batch else 0
+
+    def detach(self) -> _Batch | None:
+        """Take the running batch away from this executor, for the caller to drain."""
+        batch, self._batch = self._batch, None
+        return batch
+
+    def submit_now(self, job: Job) -> asyncio.Task[list[JobExecutionEvent]]:
+        """Run ``job`` once now, honouring ``max_instances``; the task yields its events."""
+        assert self._lock is not None, "this executor has not been started"
+        with self._lock:
+            if self._instances[job.id] >= job.max_instances:
+                raise MaxInstancesReachedError(job)
+            task = self._submit(job, [datetime.now(timezone.utc)], check_misfire=False)
+            self._instances[job.id] += 1
+        return task
+
+    def _submit(
+        self, job: Job, run_times: list[datetime], *, check_misfire: bool
+    ) -> asyncio.Task[list[JobExecutionEvent]]:
+        batch = self._batch
+        if batch is None:
+            raise SchedulerNotRunningError
+        task = batch.loop.create_task(self._run(batch, job, run_times, check_misfire))
+        batch.tasks.add(task)
+        task.add_done_callback(batch.tasks.discard)
+        return task
+
+    async def _run(
+        self, batch: _Batch, job: Job, run_times: list[datetime], check_misfire: bool
+    ) -> list[JobExecutionEvent]:
+        events: list[JobExecutionEvent] = []
+        scheduler: QuartScheduler = self._scheduler
+        alias = job._jobstore_alias
+        try:
+            for run_time in run_times:
+                if check_misfire and job.misfire_grace_time is not None:
+                    late = datetime.now(timezone.utc) - run_time
+                    if late > timedelta(seconds=job.misfire_grace_time):
+                        logger.warning(
+                            "Run of job %r scheduled at %s was missed by %s",
+                            job.id,
+                            run_time.isoformat(),
+                            late,
+                        )
+                        events.append(JobExecutionEvent(EVENT_JOB_MISSED, job.id, alias, run_time))
+                        await scheduler.report(signals.job_missed, job.id, run_time)
+                        continue
+                events.append(await self._run_once(batch, job, run_time))
+        finally:
+            # Counts the instance down and hands the events to the listeners, even when
+            # cancelled at shutdown.
+            self._run_job_success(job.id, events)
+        return events
+
+    async def _run_once(self, batch: _Batch, job: Job, run_time: datetime) -> JobExecutionEvent:
+        scheduler: QuartScheduler = self._scheduler
+        alias = job._jobstore_alias
+        app = scheduler.app
+        context: Any = app.app_context() if app is not None else _null_async_context()
+        logger.debug("Running job %r (scheduled at %s)", job.id, run_time.isoformat())
+        try:
+            async with context:
+                if iscoroutinefunction_partial(job.func):
+                    retval = await job.func(*job.args, **job.kwargs)
+                else:
+                    run = contextvars.copy_context().run
+                    call = partial(run, job.func, *job.args, **job.kwargs)
+                    retval = await batch.loop.run_in_executor(batch.pool, call)
+                if inspect.isawaitable(retval):
+                    # A plain function that returned a coroutine: await it here, never drop it.
+                    retval = await retval
+        except asyncio.CancelledError:
+            logger.warning(
+                "Job %r (scheduled at %s) was interrupted: still running when the scheduler "
+                "shut down",
+                job.id,
+                run_time.isoformat(),
+            )
+            await asyncio.shield(scheduler.report(signals.job_interrupted, job.id, run_time))
+            raise
+        except Exception as exc:
+            formatted = "".join(traceback.format_tb(exc.__traceback__))
+            logger.error(
+                "Job %r (scheduled at %s) failed: %s: %s",
+                job.id,
+                run_time.isoformat(),
+                type(exc).__name__,
+                exc,
+                exc_info=exc,
+            )
+            await scheduler.report(
+                signals.job_failed, job.id, run_time, exception=exc, traceback=formatted
+            )
+            event = JobExecutionEvent(
+                EVENT_JOB_ERROR, job.id, alias, run_time, exception=exc, traceback=formatted
+            )
+            del exc
+            return event
+        logger.debug("Job %r (scheduled at %s) executed", job.id, run_time.isoformat())
+        await scheduler.report(signals.job_executed, job.id, run_time, retval=retval)
+        return JobExecutionEvent(EVENT_JOB_EXECUTED, job.id, alias, run_time, retval=retval)
+
+
+def _null_async_context() -> AbstractAsyncContextManager[Any]:
+    return nullcontext()
+
+
+async def drain(batch: _Batch, timeout: float) -> None:
+    """Await the batch's running jobs up to ``timeout`` s, then cancel what is left."""
+    tasks = set(batch.tasks)
+    if tasks:
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=_CANCEL_GRACE)
+    # Threads cannot be cancelled: one still running finishes on its own.
+    batch.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _upgrade_executor(executor: Any) -> Any:
+    """Replace APScheduler's thread-pool and asyncio executors with ours, keeping the size."""
+    if type(executor) is ThreadPoolExecutor:
+        return QuartExecutor(max_workers=executor._pool._max_workers)
+    if type(executor) is AsyncIOExecutor:
+        return QuartExecutor()
+    return executor
+
+
+# -------------------------------------------------------------------------- scheduler
+
+
+class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
+    """An ``AsyncIOScheduler`` that lives on the loop serving a Quart app."""
+
+    state: int
+    _eventloop: asyncio.AbstractEventLoop | None
+    #: The app whose context jobs run in; set by the extension.
+    app: Quart | None = None
+    #: Seconds running jobs get to finish in :meth:`aclose`.
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+
+    def __init__(self, gconfig: Mapping[str, Any] | None = None, **options: Any) -> None:
+        self._init_quart_state()
+        super().__init__(dict(gconfig or {}), **options)
+
+    def _init_quart_state(self) -> None:
+        self._generation = 0
+        self._starting = False
+        self._closing: asyncio.Task[None] | None = None
+        self._failing_stores: dict[str, str] = {}
+        self._unsaved: dict[str, dict[str, Job | None]] = {}
+        self._retime: dict[int, tuple[str, dict[str, Any]]] = {}
+        self._reports: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def adopt(cls, scheduler: Any) -> QuartScheduler:
+        """Turn a user's pre-built ``AsyncIOScheduler`` into one of ours, keeping its setup."""
+        if isinstance(scheduler, QuartScheduler):
+            return scheduler
+        if not isinstance(scheduler, AsyncIOScheduler):
+            raise TypeError(
+                f"quart_sched runs jobs on the app's event loop and needs an AsyncIOScheduler, "
+                f"got {type(scheduler).__name__}. Pass AsyncIOScheduler(...) or no scheduler."
+            )
+        if scheduler.state != STATE_STOPPED:
+            raise SchedulerAlreadyRunningError
+        base = type(scheduler)
+        scheduler.__class__ = (
+            cls if base is AsyncIOScheduler else type(f"Quart{base.__name__}", (cls, base), {})
+        )
+        scheduler._init_quart_state()
+        for alias, executor in list(scheduler._executors.items()):
+            scheduler._executors[alias] = _upgrade_executor(executor)
+        adopted: QuartScheduler = scheduler
+        return adopted
+
+    # configuration --------------------------------------------------------------------
+
+    def apply_options(self, options: Mapping[str, Any]) -> None:
+        """Reconfigure with ``options`` while keeping every setting they do not name.
+
+        (APScheduler's ``configure`` resets what it is not given, which would drop the
+        time zone or stores of a pre-built scheduler.)
+        """
+        if not options:
+            return
+        merged: dict[str, Any] = {
+            "logger": self._logger,
+            "timezone": self.timezone,
+            "jobstore_retry_interval": self.jobstore_retry_interval,
+            "job_defaults": dict(self._job_defaults),
+            "executors": dict(self._executors),
+            "jobstores": dict(self._jobstores),
+        }
+        merged["job_defaults"].update(options.get("job_defaults") or {})
+        merged.update({k: v for k, v in options.items() if k != "job_defaults"})
+        try:
+            self.configure(**merged)
+        except SchedulerAlreadyRunningError:
+            raise
+        except Exception as exc:
+            raise ConfigurationError(f"invalid scheduler configuration: {exc}") from exc
+        self._retime_pending()
+
+    def add_executor(self, executor: Any, alias: str = "default", **executor_opts: Any) -> None:
+        if isinstance(executor, str) and executor in ("threadpool", "asyncio"):
+            executor = QuartExecutor(**executor_opts)
+            executor_opts = {}
+        super().add_executor(_upgrade_executor(executor), alias, **executor_opts)
+
+    def _create_default_executor(self) -> QuartExecutor:
+        return QuartExecutor()
+
+    # jobs -----------------------------------------------------------------------------
+
+    def add_job(self, func: Any, trigger: Any = None, *args: Any, **kwargs: Any) -> Job:
+        job: Job = super().add_job(func, trigger, *args, **kwargs)
+        if self.state == STATE_STOPPED:
+            alias = kwargs.get("jobstore", "default")
+            try:
+                self.check_storable(job, alias)
+            except JobNotStorableError:
+                self._pending_jobs[:] = [p for p in self._pending_jobs if p[0] is not job]
+                raise
+            trigger_args = {k: v for k, v in kwargs.items() if k not in _JOB_KWARGS}
+            if isinstance(trigger, str) and "timezone" not in trigger_args:
+                # Built with the zone in force now; rebuilt if configure() changes it.
+                self._retime[id(job)] = (trigger, trigger_args)
+        return job
+
+    def _retime_pending(self) -> None:
+        for job, _alias, _replace in self._pending_jobs:
+            spec = self._retime.get(id(job))
+            if spec is not None:
+                job._modify(trigger=self._create_trigger(spec[0], dict(spec[1])))
+        self._retime.clear()
+
+    def make_trigger(self, trigger: Any, trigger_args: Mapping[str, Any]) -> BaseTrigger:
+        """Build a trigger as ``add_job`` would, in the scheduler's time zone."""
+        built: BaseTrigger = self._create_trigger(trigger, dict(trigger_args))
+        return built
+
+    def _real_add_job(self, job: Job, jobstore_alias: str, replace_existing: bool) -> None:
+        self.check_storable(job, jobstore_alias)
+        if self._starting and replace_existing and not hasattr(job, "next_run_time"):
+            # A job re-declared at start-up (config, @task) keeps the paused state it has
+            # in a persistent store.
+            try:
+                stored = self._lookup_jobstore(jobstore_alias).lookup_job(job.id)
+            except Exception:
+                stored = None
+            if stored is not None and stored.next_run_time is None:
+                job._modify(next_run_time=None)
+        super()._real_add_job(job, jobstore_alias, replace_existing)
+
+    def modify_job(self, job_id: str, jobstore: str | None = None, **changes: Any) -> Job:
+        if changes.keys() & {"func", "args", "kwargs", "trigger"}:
+            with self._jobstores_lock:
+                job, alias = self._lookup_job(job_id, jobstore)
+                if not isinstance(self._lookup_jobstore(alias), MemoryJobStore):
+                    candidate = copy.copy(job)
+                    candidate._modify(**dict(changes))
+                    self.check_storable(candidate, alias)
+        modified: Job = super().modify_job(job_id, jobstore, **changes)
+        return modified
+
+    def check_storable(self, job: Job, jobstore_alias: str) -> None:
+        """Raise :class:`JobNotStorableError` naming what a persistent store cannot hold."""
+        store = self._jobstores.get(jobstore_alias)
+        if store is None or isinstance(store, MemoryJobStore):
+            return
+        where = f"job store {jobstore_alias!r} ({type(store).__name__})"
+        if not job.func_ref:
+            raise JobNotStorableError(
+                job.id,
+                "func",
+                f"Job {job.id!r}: {where} stores functions by reference and {job.func!r} has "
+                "none. Use a module-level function or a 'module:function' string.",
+            )
+        protocol = getattr(store, "pickle_protocol", pickle.HIGHEST_PROTOCOL)
+        items: list[tuple[str, Any]] = [(f"args[{i}]", arg) for i, arg in enumerate(job.args)]
+        items += [(f"kwargs[{key!r}]", value) for key, value in job.kwargs.items()]
+        items.append(("trigger", job.trigger))
+        for culprit, value in items:
+            try:
+                pickle.dumps(value, protocol)
+            except Exception as exc:
+                raise JobNotStorableError(
+                    job.id,
+                    culprit,
+                    f"Job {job.id!r}: {culprit} (a {type(value).__name__}) cannot be stored "
+                    f"in {where}: {exc}. Pass something picklable, such as an id to look "
+                    "the object up with.",
+                ) from exc
+
+    def run_job_now(self, job_id: str, jobstore: str | None = None) -> asyncio.Future[Any]:
+        """Run a job once now through its executor; the future yields its return value."""
+        if self.state == STATE_STOPPED:
+            raise SchedulerNotRunningError
+        with self._jobstores_lock:
+            job, _alias = self._lookup_job(job_id, jobstore)
+        executor = self._lookup_executor(job.executor)
+        loop = asyncio.get_running_loop()
+        if not isinstance(executor, QuartExecutor):
+            executor.submit_job(job, [datetime.now(timezone.utc)])
+            done: asyncio.Future[Any] = loop.create_future()
+            done.set_result(None)
+            return done
+        task = executor.submit_now(job)
+        self._dispatch_event(
+            JobSubmissionEvent(EVENT_JOB_SUBMITTED, job.id, job._jobstore_alias, [])
+        )
+        return asyncio.ensure_future(_result_of(task))
+
+    def running_instances(self, job_id: str) -> int:
+        """How many runs of ``job_id`` are under way now, across executors."""
+        return sum(ex._instances.get(job_id, 0) for ex in self._executors.values())
+
+    # lifecycle --------------------------------------------------------------------------
+
+    def start(self, paused: bool = False) -> None:
+        """Start on the running loop; raises ``RuntimeError`` outside one."""
+        if self.state != STATE_STOPPED:
+            raise SchedulerAlreadyRunningError
+        self._eventloop = asyncio.get_running_loop()
+        self._generation += 1
+        self._failing_stores.clear()
+        self._starting = True
+        try:
+            super().start(paused)
+        finally:
+            self._starting = False
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop now: ``state`` is stopped when this returns, from any thread.
+
+        Running jobs are not interrupted. With ``wait`` they get ``shutdown_timeout``
+        seconds to finish (await :meth:`aclose` to wait for that), are cancelled after that
+        and logged as interrupted; job stores close once they are done.
+        """
+        if self.state == STATE_STOPPED:
+            raise SchedulerNotRunningError
+        loop = self._eventloop
+        if loop is None or loop.is_closed() or not loop.is_running() or _on_loop(loop):
+            self._stop(wait)
+            return
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def stop() -> None:
+            try:
+                self._stop(wait)
+            except BaseException as exc:
+                done.set_exception(exc)
+            else:
+                done.set_result(None)
+
+        loop.call_soon_threadsafe(stop)
+        done.result()
+
+    def _stop(self, wait: bool) -> None:
+        if self.state == STATE_STOPPED:
+            raise SchedulerNotRunningError
+        self.state = STATE_STOPPED
+        self._stop_timer()
+        loop, self._eventloop = self._eventloop, None
+        with self._executors_lock:
+            batches = []
+            for executor in self._executors.values():
+                if isinstance(executor, QuartExecutor):
+                    batch = executor.detach()
+                    if batch is not None:
+                        batches.append(batch)
+                else:
+                    executor.shutdown(wait=False)
+        stores = list(self._jobstores.values())
+        timeout = self.shutdown_timeout if wait else None
+        close = self._close(batches, stores, self._generation, timeout)
+        if loop is not None and loop.is_running():
+            self._closing = loop.create_task(close)
+        else:
+            close.close()
+            for batch in batches:
+                batch.pool.shutdown(wait=False, cancel_futures=True)
+            self._close_stores(stores)
+        logger.info("Scheduler shut down")
+        self._dispatch_event(SchedulerEvent(EVENT_SCHEDULER_SHUTDOWN))
+
+    async def _close(
+        self, batches: list[_Batch], stores: list[Any], generation: int, timeout: float | None
+    ) -> None:
+        if timeout is not None:
+            await asyncio.gather(*(drain(batch, timeout) for batch in batches))
+        else:
+            for batch in batches:
+                batch.pool.shutdown(wait=False)
+        if self._generation == generation:  # not started again in the meantime
+            self._close_stores(stores)
+
+    def _close_stores(self, stores: Iterable[Any]) -> None:
+        for store in stores:
+            try:
+                store.shutdown()
+            except Exception:
+                logger.exception("Closing job store %r failed", store)
+
+    async def aclose(self, timeout: float | None = None) -> None:
+        """Shut down if running, let running jobs finish (up to ``timeout`` s, default
+        ``shutdown_timeout``), cancel the rest, then close the job stores."""
+        if timeout is not None:
+            self.shutdown_timeout = timeout
+        if self.state != STATE_STOPPED:
+            self._stop(wait=True)
+        closing, self._closing = self._closing, None
+        if closing is not None:
+            await closing
+        if self._reports:
+            await asyncio.wait(set(self._reports), timeout=_CANCEL_GRACE)
+
+    # reporting ------------------------------------------------------------------------
+
+    async def report(
+        self, signal: NamedSignal, job_id: str, run_time: datetime, **extra: Any
+    ) -> None:
+        """Send a run signal; a failing receiver is logged, never fatal to the job."""
+        if not signal.receivers:
+            return
+        sender: Any = self.app if self.app is not None else self
+        try:
+            if self.app is not None:
+                await signal.send_async(
+                    sender,
+                    _sync_wrapper=self.app.ensure_async,  # type: ignore[arg-type]
+                    job_id=job_id,
+                    scheduled_run_time=run_time,
+                    **extra,
+                )
+            else:
+                signal.send(sender, job_id=job_id, scheduled_run_time=run_time, **extra)
+        except Exception:
+            logger.exception("A receiver of %s failed for job %r", signal.name, job_id)
+
+    def _report_soon(self, signal: NamedSignal, job_id: str, run_time: datetime) -> None:
+        if signal.receivers and self._eventloop is not None:
+            task = self._eventloop.create_task(self.report(signal, job_id, run_time))
+            self._reports.add(task)
+            task.add_done_callback(self._reports.discard)
+
+    # the wake-up loop -----------------------------------------------------------------
+
+    def _process_jobs(self) -> float | None:
+        """Run due jobs; never lets an exception leave the scheduler without a wake-up."""
+        try:
+            wait_seconds: float | None = self._process_due_jobs()
+        except Exception:
+            retry = self.jobstore_retry_interval
+            logger.exception("Processing due jobs failed; trying again in %.3g s", retry)
+            return float(retry)
+        return wait_seconds
+
+    def _store_failed(self, alias: str, exc: Exception, now: datetime) -> datetime:
+        retry = self.jobstore_retry_interval
+        message = f"{type(exc).__name__}: {exc}"
+        level = logging.DEBUG if self._failing_stores.get(alias) == message else logging.WARNING
+        self._failing_stores[alias] = message
+        logger.log(level, "Job store %r failed (%s); retrying in %.3g s", alias, message, retry)
+        return now + timedelta(seconds=retry)
+
+    def _store_ok(self, alias: str) -> None:
+        if self._failing_stores.pop(alias, None) is not None:
+            logger.warning("Job store %r is reachable again; resuming", alias)
+
+    def _flush_unsaved(self, alias: str, store: Any) -> None:
+        """Write the updates a failing store missed, before reading due jobs from it again:
+        otherwise it would hand back a fire that already ran."""
+        unsaved = self._unsaved.get(alias)
+        while unsaved:
+            job_id, job = next(iter(unsaved.items()))
+            try:
+                if job is None:
+                    store.remove_job(job_id)
+                else:
+                    store.update_job(job)
+            except JobLookupError:
+                pass  # removed by someone else meanwhile: nothing left to save
+            del unsaved[job_id]
+
+    def _save(self, alias: str, store: Any, job: Job, next_run: datetime | None) -> None:
+        try:
+            if next_run is not None:
+                job._modify(next_run_time=next_run)
+                store.update_job(job)
+            else:
+                self.remove_job(job.id, alias)
+        except JobLookupError:
+            pass
+        except Exception:
+            self._unsaved.setdefault(alias, {})[job.id] = job if next_run is not None else None
+            raise
+
+    def _process_due_jobs(self) -> float | None:
+        # APScheduler's BaseScheduler._process_jobs, made to survive job-store errors.
+        if self.state == STATE_PAUSED:
+            return None
+        now = datetime.now(self.timezone)
+        next_wakeup: datetime | None = None
+        events: list[Any] = []
+
+        def wake_by(when: datetime) -> None:
+            nonlocal next_wakeup
+            if next_wakeup is None or when < next_wakeup:
+                next_wakeup = when
+
+        with self._jobstores_lock:
+            for alias, store in self._jobstores.items():
+                try:
+                    self._flush_unsaved(alias, store)
+                    due_jobs = store.get_due_jobs(now)
+                except Exception as exc:
+                    wake_by(self._store_failed(alias, exc, now))
+                    continue
+                store_failed = False
+                for job in due_jobs:
+                    try:
+                        executor = self._lookup_executor(job.executor)
+                    except KeyError:
+                        logger.error(
+                            "Job %r names executor %r, which does not exist; removing the job",
+                            job.id,
+                            job.executor,
+                        )
+                        self.remove_job(job.id, alias)
+                        continue
+                    run_times = job._get_run_times(now)
+                    if run_times and job.coalesce:
+                        run_times = run_times[-1:]
+                    if not run_times:
+                        continue
+                    try:
+                        executor.submit_job(job, run_times)
+                    except MaxInstancesReachedError:
+                        logger.warning(
+                            "Run of job %r skipped: %d instance(s) already running "
+                            "(max_instances)",
+                            job.id,
+                            job.max_instances,
+                        )
+                        events.append(
+                            JobSubmissionEvent(EVENT_JOB_MAX_INSTANCES, job.id, alias, run_times)
+                        )
+                        for run_time in run_times:
+                            self._report_soon(signals.job_skipped, job.id, run_time)
+                    except Exception:
+                        logger.exception(
+                            "Submitting job %r to executor %r failed", job.id, job.executor
+                        )
+                    else:
+                        events.append(
+                            JobSubmissionEvent(EVENT_JOB_SUBMITTED, job.id, alias, run_times)
+                        )
+                    next_run = job.trigger.get_next_fire_time(run_times[-1], now)
+                    try:
+                        self._save(alias, store, job, next_run)
+                    except Exception as exc:
+                        wake_by(self._store_failed(alias, exc, now))
+                        store_failed = True
+                try:
+                    store_next = store.get_next_run_time()
+                except Exception as exc:
+                    wake_by(self._store_failed(alias, exc, now))
+                    continue
+                if not store_failed:
+                    self._store_ok(alias)
+                if store_next is not None:
+                    wake_by(store_next.astimezone(self.timezone))
+
+        for event in events:
+            self._dispatch_event(event)
+
+        if self.state == STATE_PAUSED or next_wakeup is None:
+            return None
+        wait = next_wakeup.timestamp() - datetime.now(self.timezone).timestamp()
+        return float(min(max(wait, 0.0), TIMEOUT_MAX))
+
+
+# The keyword arguments of add_job that are not trigger arguments.
+_JOB_KWARGS = frozenset(
+    {
+        "args",
+        "kwargs",
+        "id",
+        "name",
+        "misfire_grace_time",
+        "coalesce",
+        "max_instances",
+        "next_run_time",
+        "jobstore",
+        "executor",
+        "replace_existing",
+    }
+)
+
+
+async def _result_of(task: asyncio.Task[list[JobExecutionEvent]]) -> Any:
+    events = await task
+    for event in events:
+        if event.exception is not None:
+            raise event.exception
+        return event.retval
+    return None
+
+
+__all__ = [
+    "STATE_PAUSED",
+    "STATE_RUNNING",
+    "STATE_STOPPED",
+    "QuartExecutor",
+    "QuartScheduler",
+    "undefined",
+]

@@ -1,0 +1,33 @@
+"""Blinker signals sent for every job run, with the Quart app as sender.
+
+Receivers may be plain or ``async`` functions::
+
+    from quart_sched.signals import job_failed
+
+    @job_failed.connect
+    async def alert(app, job_id, scheduled_run_time, exception, traceback, **extra):
+        ...
+
+Every signal passes ``job_id`` and ``scheduled_run_time``; ``job_executed`` adds
+``retval``; ``job_failed`` adds ``exception`` and ``traceback`` (a string). Job arguments
+are never passed, so a receiver that logs what it gets leaks no secrets.
+"""
+
+from __future__ import annotations
+
+from blinker import Namespace
+
+_signals = Namespace()
+
+#: A run finished without raising.
+job_executed = _signals.signal("quart_sched.job-executed")
+#: A run raised an exception.
+job_failed = _signals.signal("quart_sched.job-failed")
+#: A run was not started because it was later than ``misfire_grace_time``.
+job_missed = _signals.signal("quart_sched.job-missed")
+#: A run was not started because ``max_instances`` runs of the job were already running.
+job_skipped = _signals.signal("quart_sched.job-skipped")
+#: A run was still going when the scheduler shut down and was cancelled.
+job_interrupted = _signals.signal("quart_sched.job-interrupted")
+
+__all__ = ["job_executed", "job_failed", "job_interrupted", "job_missed", "job_skipped"]
