@@ -6,7 +6,6 @@ same table for users. The app config is read once, in ``init_app``.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -83,7 +82,9 @@ def _mapping(config: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
         raise ConfigurationError(f"{key} must be a dict, got {type(value).__name__}")
     # APScheduler pops "type"/"class" out of these dicts: give it copies so the app
     # config survives a second init_app (app factories, tests).
-    return {alias: copy.copy(spec) for alias, spec in value.items()}
+    return {
+        alias: dict(spec) if isinstance(spec, Mapping) else spec for alias, spec in value.items()
+    }
 
 
 def load_config(

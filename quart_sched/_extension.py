@@ -55,7 +55,10 @@ class APScheduler:
         )
         self._host_name = socket.gethostname().lower()
         self._authentication_callback: Callable[..., Any] | None = None
-        self._start_requested: bool | None = None  # the `paused` of a start() due at serving
+        # The `paused` of a start() due when the app serves: asked for by start() outside a
+        # loop, or remembered when serving stopped a running scheduler.
+        self._start_requested: bool | None = None
+        self._restart_on_serve: bool | None = None
         self._config: SchedulerConfig | None = None
         self.allowed_hosts: list[str] = ["*"]
         self.auth: Any = None
@@ -134,6 +137,8 @@ class APScheduler:
         self.allowed_hosts = list(config.allowed_hosts)
         self.auth = config.auth
 
+        if self.app is not app:
+            self._restart_on_serve = None  # that belonged to the previous app
         self.app = app
         app.extensions[EXTENSION_KEY] = self
         app.apscheduler = self  # type: ignore[attr-defined]  # Flask-APScheduler's name
@@ -157,8 +162,13 @@ class APScheduler:
 
     def _make_before_serving(self, app: Quart) -> Callable[[], Any]:
         async def start_scheduler() -> None:
-            if self.app is app and self._start_requested is not None:
-                paused, self._start_requested = self._start_requested, None
+            if self.app is not app or self.running:
+                return
+            paused = self._start_requested
+            if paused is None:
+                paused = self._restart_on_serve
+            self._start_requested = self._restart_on_serve = None
+            if paused is not None:
                 self._scheduler.start(paused=paused)
 
         return start_scheduler
@@ -169,7 +179,7 @@ class APScheduler:
                 return
             if self.running:
                 # Started by or for serving: start again if the app serves again.
-                self._start_requested = self.state == STATE_PAUSED
+                self._restart_on_serve = self.state == STATE_PAUSED
             await self._scheduler.aclose()
 
         return stop_scheduler
@@ -196,6 +206,7 @@ class APScheduler:
             self._start_requested = paused
             logger.debug("No running event loop: the scheduler starts when the app serves")
             return
+        self._restart_on_serve = None
         self._scheduler.start(paused=paused)
 
     def _host_allowed(self) -> bool:
@@ -210,10 +221,10 @@ class APScheduler:
 
         :raises SchedulerNotRunningError: if the scheduler is neither running nor due to start
         """
-        if self._start_requested is not None and not self.running:
-            self._start_requested = None
+        pending = self._start_requested is not None or self._restart_on_serve is not None
+        self._start_requested = self._restart_on_serve = None
+        if pending and not self.running:
             return
-        self._start_requested = None
         self._scheduler.shutdown(wait)
 
     def pause(self) -> None:

@@ -42,7 +42,7 @@ from apscheduler.events import (
 from apscheduler.executors.asyncio import AsyncIOExecutor
 from apscheduler.executors.base import BaseExecutor, MaxInstancesReachedError
 from apscheduler.executors.pool import ThreadPoolExecutor
-from apscheduler.jobstores.base import JobLookupError
+from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.base import (
@@ -357,8 +357,9 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
         if self.state == STATE_STOPPED:
             alias = kwargs.get("jobstore", "default")
             try:
+                self._replace_pending(job, alias, bool(kwargs.get("replace_existing")))
                 self.check_storable(job, alias)
-            except JobNotStorableError:
+            except (JobNotStorableError, ConflictingIdError):
                 self._pending_jobs[:] = [p for p in self._pending_jobs if p[0] is not job]
                 raise
             trigger_args = {k: v for k, v in kwargs.items() if k not in _JOB_KWARGS}
@@ -366,6 +367,21 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
                 # Built with the zone in force now; rebuilt if configure() changes it.
                 self._retime[id(job)] = (trigger, trigger_args)
         return job
+
+    def _replace_pending(self, job: Job, alias: str, replace_existing: bool) -> None:
+        """Give a pending job's id the newest declaration, as the store would at start."""
+        for other, other_alias, _ in self._pending_jobs:
+            if other is job or other.id != job.id or other_alias != alias:
+                continue
+            if not replace_existing:
+                raise ConflictingIdError(job.id)
+            if getattr(other, "next_run_time", undefined) is None and not hasattr(
+                job, "next_run_time"
+            ):
+                job._modify(next_run_time=None)  # re-declared: stays paused
+        self._pending_jobs[:] = [
+            p for p in self._pending_jobs if p[0] is job or p[0].id != job.id or p[1] != alias
+        ]
 
     def _retime_pending(self) -> None:
         for job, _alias, _replace in self._pending_jobs:
@@ -511,6 +527,8 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
                         batches.append(batch)
                 else:
                     executor.shutdown(wait=False)
+        with self._jobstores_lock:
+            self._keep_memory_jobs()
         stores = list(self._jobstores.values())
         timeout = self.shutdown_timeout if wait else None
         close = self._close(batches, stores, self._generation, timeout)
@@ -534,6 +552,20 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
                 batch.pool.shutdown(wait=False)
         if self._generation == generation:  # not started again in the meantime
             self._close_stores(stores)
+
+    def _keep_memory_jobs(self) -> None:
+        """Move in-memory jobs back to the pending list, next run times and pauses kept.
+
+        APScheduler's MemoryJobStore drops its jobs at shutdown; ours survive a stop and
+        start again (serving twice, app factories, tests), and stay listed while stopped.
+        ``remove_all_jobs()`` clears them on purpose.
+        """
+        kept = []
+        for alias, store in self._jobstores.items():
+            if isinstance(store, MemoryJobStore):
+                kept += [(job, alias, True) for job in store.get_all_jobs()]
+                store.remove_all_jobs()
+        self._pending_jobs[:0] = kept
 
     def _close_stores(self, stores: Iterable[Any]) -> None:
         for store in stores:

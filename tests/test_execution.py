@@ -1,0 +1,208 @@
+"""Jobs run with the app context: coroutines on the loop, plain functions in bounded threads."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import pytest
+from quart import Quart, current_app, g
+
+from quart_sched import APScheduler, JobLookupError, SchedulerNotRunningError
+
+from support import wait_until
+
+
+async def test_async_job_runs_on_serving_loop_with_current_app(
+    app: Quart, scheduler: APScheduler
+) -> None:
+    seen: list[tuple[str, asyncio.AbstractEventLoop]] = []
+
+    async def job() -> None:
+        seen.append((current_app.name, asyncio.get_running_loop()))
+
+    scheduler.add_job("async", job, trigger="interval", seconds=0.05)
+    scheduler.start()
+    async with app.test_app():
+        await wait_until(lambda: len(seen) >= 2)
+        loop = asyncio.get_running_loop()
+    assert all(name == app.name for name, _ in seen)
+    assert all(job_loop is loop for _, job_loop in seen)
+
+
+async def test_plain_job_runs_in_a_thread_with_current_app(
+    app: Quart, scheduler: APScheduler
+) -> None:
+    seen: list[tuple[str, str]] = []
+
+    def job(tag: str) -> None:
+        seen.append((f"{current_app.name}:{tag}", threading.current_thread().name))
+
+    scheduler.add_job("sync", job, trigger="interval", seconds=0.05, args=["x"])
+    scheduler.start()
+    async with app.test_app():
+        await wait_until(lambda: len(seen) >= 2)
+    assert seen[0][0] == f"{app.name}:x"
+    assert seen[0][1] != threading.main_thread().name
+    assert seen[0][1].startswith("quart_sched-default")
+
+
+async def test_each_run_gets_a_fresh_app_context(app: Quart, scheduler: APScheduler) -> None:
+    seen: list[object] = []
+    torn_down: list[object] = []
+
+    @app.teardown_appcontext
+    async def teardown(exc: BaseException | None) -> None:
+        torn_down.append(exc)
+
+    async def job() -> None:
+        seen.append(g.get("marker"))
+        g.marker = "left over"
+
+    scheduler.add_job("fresh", job, trigger="interval", seconds=0.05)
+    scheduler.start()
+    async with app.test_app():
+        await wait_until(lambda: len(seen) >= 3)
+    assert seen[:3] == [None, None, None]
+    assert len(torn_down) >= 3
+
+
+async def test_plain_jobs_do_not_block_the_loop(app: Quart, scheduler: APScheduler) -> None:
+    started = threading.Event()
+
+    def blocking() -> None:
+        started.set()
+        time.sleep(0.5)
+
+    scheduler.add_job("blocking", blocking, trigger="date")
+    scheduler.start()
+    async with app.test_app():
+        await wait_until(started.is_set)
+        # While the thread sleeps, the loop still answers quickly.
+        before = time.monotonic()
+        await asyncio.sleep(0.01)
+        assert time.monotonic() - before < 0.2
+        response = await app.test_client().get("/missing")
+        assert response.status_code == 404
+
+
+async def test_threadpool_max_workers_bounds_concurrent_plain_jobs(app: Quart) -> None:
+    app.config["SCHEDULER_EXECUTORS"] = {"default": {"type": "threadpool", "max_workers": 2}}
+    scheduler = APScheduler(app=app)
+    lock = threading.Lock()
+    running = 0
+    peak = 0
+    done: list[int] = []
+
+    def job(n: int) -> None:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.1)
+        with lock:
+            running -= 1
+            done.append(n)
+
+    for n in range(6):
+        scheduler.add_job(f"job{n}", job, trigger="date", args=[n])
+    scheduler.start()
+    async with app.test_app():
+        await wait_until(lambda: len(done) == 6)
+    assert peak == 2
+
+
+async def test_coroutine_job_is_awaited_even_under_a_threadpool_executor(app: Quart) -> None:
+    app.config["SCHEDULER_EXECUTORS"] = {"default": {"type": "threadpool", "max_workers": 20}}
+    scheduler = APScheduler(app=app)
+    loop_ids: list[int] = []
+
+    async def job() -> None:
+        await asyncio.sleep(0)
+        loop_ids.append(id(asyncio.get_running_loop()))
+
+    scheduler.add_job("coro", job, trigger="interval", seconds=0.05)
+    scheduler.start()
+    async with app.test_app():
+        await wait_until(lambda: len(loop_ids) >= 2)
+        assert loop_ids[0] == id(asyncio.get_running_loop())
+
+
+async def test_plain_function_returning_a_coroutine_is_awaited(
+    app: Quart, scheduler: APScheduler
+) -> None:
+    ran: list[str] = []
+
+    async def inner() -> str:
+        ran.append(current_app.name)
+        return "ok"
+
+    class Caller:
+        def __call__(self) -> Any:
+            return inner()
+
+    scheduler.add_job("returns-coro", Caller(), trigger="date")
+    scheduler.start()
+    async with app.test_app():
+        await wait_until(lambda: ran == [app.name])
+
+
+async def test_run_job_runs_now_through_the_executor(app: Quart, scheduler: APScheduler) -> None:
+    async def job(x: int) -> int:
+        return x * 2 if current_app else -1
+
+    scheduler.add_job("later", job, trigger="interval", hours=1, args=[21])
+    scheduler.start()
+    async with app.test_app():
+        assert await scheduler.run_job("later") == 42
+        with pytest.raises(JobLookupError):
+            scheduler.run_job("nope")
+
+
+async def test_run_job_reraises_the_job_error(app: Quart, scheduler: APScheduler) -> None:
+    def broken() -> None:
+        raise RuntimeError("boom")
+
+    scheduler.add_job("broken", broken, trigger="interval", hours=1)
+    scheduler.start()
+    async with app.test_app():
+        with pytest.raises(RuntimeError, match="boom"):
+            await scheduler.run_job("broken")
+
+
+async def test_run_job_needs_a_running_scheduler(scheduler: APScheduler) -> None:
+    scheduler.add_job("x", print, trigger="interval", hours=1)
+    with pytest.raises(SchedulerNotRunningError):
+        scheduler.run_job("x")
+
+
+async def test_max_instances_is_honoured(app: Quart) -> None:
+    app.config["SCHEDULER_JOB_DEFAULTS"] = {"max_instances": 1, "coalesce": True}
+    scheduler = APScheduler(app=app)
+    release = asyncio.Event()
+    concurrent = 0
+    peak = 0
+
+    async def slow() -> None:
+        nonlocal concurrent, peak
+        concurrent += 1
+        peak = max(peak, concurrent)
+        await release.wait()
+        concurrent -= 1
+
+    skipped: list[str] = []
+    from quart_sched.signals import job_skipped
+
+    def on_skip(sender: Quart, job_id: str, **extra: Any) -> None:
+        skipped.append(job_id)
+
+    with job_skipped.connected_to(on_skip):
+        scheduler.add_job("slow", slow, trigger="interval", seconds=0.05)
+        scheduler.start()
+        async with app.test_app():
+            await wait_until(lambda: len(skipped) >= 2)
+            release.set()
+    assert peak == 1
+    assert set(skipped) == {"slow"}
