@@ -18,6 +18,7 @@ DEFAULT_API_PREFIX = "/scheduler"
 DEFAULT_ENDPOINT_PREFIX = "scheduler."
 DEFAULT_SHUTDOWN_TIMEOUT = 20.0
 DEFAULT_JOBSTORE_RETRY_INTERVAL = 10.0
+DEFAULT_API_RUN_TIMEOUT = 30.0
 
 #: key -> (type shown in the docs, default, meaning)
 KEYS: dict[str, tuple[str, str, str]] = {
@@ -33,6 +34,16 @@ KEYS: dict[str, tuple[str, str, str]] = {
     "SCHEDULER_ENDPOINT_PREFIX": ("str", DEFAULT_ENDPOINT_PREFIX, "Endpoint name prefix."),
     "SCHEDULER_ALLOWED_HOSTS": ("list[str]", '["*"]', "Host names that may run jobs."),
     "SCHEDULER_AUTH": ("HTTPAuth | None", "None", "Auth scheme guarding the API."),
+    "SCHEDULER_API_ALLOWED_FUNCS": (
+        "list[str]",
+        "[]",
+        "Globs of 'module:qualname' the API may schedule, beyond jobs defined in code.",
+    ),
+    "SCHEDULER_API_RUN_TIMEOUT": (
+        "float",
+        str(DEFAULT_API_RUN_TIMEOUT),
+        "Seconds POST /jobs/<id>/run waits for the run before answering 202.",
+    ),
     "SCHEDULER_SHUTDOWN_TIMEOUT": (
         "float",
         str(DEFAULT_SHUTDOWN_TIMEOUT),
@@ -60,6 +71,8 @@ class SchedulerConfig:
     endpoint_prefix: str = DEFAULT_ENDPOINT_PREFIX
     allowed_hosts: tuple[str, ...] = ("*",)
     auth: Any = None
+    api_allowed_funcs: tuple[str, ...] = ()
+    api_run_timeout: float = DEFAULT_API_RUN_TIMEOUT
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     jobstore_retry_interval: float = DEFAULT_JOBSTORE_RETRY_INTERVAL
     scheduler_options: Mapping[str, Any] = field(default_factory=dict)
@@ -116,6 +129,12 @@ def load_config(
     if isinstance(hosts, str):
         raise ConfigurationError('SCHEDULER_ALLOWED_HOSTS must be a list, e.g. ["web1"]')
 
+    funcs = config.get("SCHEDULER_API_ALLOWED_FUNCS") or ()
+    if isinstance(funcs, str) or not all(isinstance(f, str) for f in funcs):
+        raise ConfigurationError(
+            'SCHEDULER_API_ALLOWED_FUNCS must be a list of globs, e.g. ["app.jobs:*"]'
+        )
+
     jobstores = _mapping(config, "SCHEDULER_JOBSTORES")
     executors = _mapping(config, "SCHEDULER_EXECUTORS")
     job_defaults = _mapping(config, "SCHEDULER_JOB_DEFAULTS")
@@ -145,6 +164,8 @@ def load_config(
         endpoint_prefix=config.get("SCHEDULER_ENDPOINT_PREFIX", endpoint_prefix),
         allowed_hosts=tuple(hosts),
         auth=config.get("SCHEDULER_AUTH", auth),
+        api_allowed_funcs=tuple(funcs),
+        api_run_timeout=_seconds(config, "SCHEDULER_API_RUN_TIMEOUT", DEFAULT_API_RUN_TIMEOUT),
         shutdown_timeout=_seconds(config, "SCHEDULER_SHUTDOWN_TIMEOUT", DEFAULT_SHUTDOWN_TIMEOUT),
         jobstore_retry_interval=retry,
         scheduler_options=options,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import logging
 import socket
 from collections.abc import Callable
@@ -10,8 +11,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from apscheduler.events import EVENT_ALL
+from apscheduler.jobstores.base import ConflictingIdError
 from apscheduler.schedulers.base import STATE_PAUSED
+from apscheduler.util import obj_to_ref
 
+from . import _json
 from ._config import (
     DEFAULT_API_PREFIX,
     DEFAULT_ENDPOINT_PREFIX,
@@ -20,7 +24,14 @@ from ._config import (
 )
 from ._jobs import fix_job_def, pop_trigger
 from ._scheduler import QuartScheduler
-from .errors import JobLookupError, SchedulerAlreadyRunningError, SchedulerNotRunningError
+from .errors import (
+    FunctionNotAllowedError,
+    JobLookupError,
+    JobStoreUnavailableError,
+    QuartSchedError,
+    SchedulerAlreadyRunningError,
+    SchedulerNotRunningError,
+)
 
 if TYPE_CHECKING:
     from apscheduler.job import Job
@@ -30,6 +41,10 @@ logger = logging.getLogger("quart_sched")
 
 EXTENSION_KEY = "apscheduler"
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+# Packages whose exceptions mean "the job store cannot be reached", not "bad request".
+_STORE_ERROR_MODULES = ("sqlalchemy", "sqlite3", "redis", "pymongo", "psycopg", "kazoo", "etcd")
 
 
 class APScheduler:
@@ -60,6 +75,7 @@ class APScheduler:
         self._start_requested: bool | None = None
         self._restart_on_serve: bool | None = None
         self._config: SchedulerConfig | None = None
+        self._api_functions: set[str] = set()
         self.allowed_hosts: list[str] = ["*"]
         self.auth: Any = None
         self.api_enabled = False
@@ -100,8 +116,18 @@ class APScheduler:
 
         Jobs declared before ``init_app`` still get ``SCHEDULER_TIMEZONE``.
         """
-        decorator: Callable[..., Callable[[F], F]] = self._scheduler.scheduled_job
-        return decorator
+
+        def task(*args: Any, **kwargs: Any) -> Callable[[F], F]:
+            schedule = self._scheduler.scheduled_job(*args, **kwargs)
+
+            def decorator(func: F) -> F:
+                self._allow(func)
+                scheduled: F = schedule(func)
+                return scheduled
+
+            return decorator
+
+        return task
 
     @property
     def config(self) -> SchedulerConfig | None:
@@ -152,10 +178,9 @@ class APScheduler:
             self.add_job(**definition)
 
         if config.api_enabled:
-            logger.warning(
-                "SCHEDULER_API_ENABLED is set, but this version of quart_sched does not "
-                "serve the REST API yet"
-            )
+            from .api import register_api
+
+            register_api(self, app)
 
         app.before_serving(self._make_before_serving(app))
         app.after_serving(self._make_after_serving(app))
@@ -258,7 +283,9 @@ class APScheduler:
         job_def["func"] = func
         job_def["name"] = job_def.get("name") or id
         fix_job_def(job_def)
-        return self._scheduler.add_job(**job_def)
+        job = self._scheduler.add_job(**job_def)
+        self._allow(job.func_ref)
+        return job
 
     def remove_job(self, id: str, jobstore: str | None = None) -> None:
         """Remove a job; raises ``JobLookupError`` if there is none with that id."""
@@ -329,3 +356,101 @@ class APScheduler:
         """
         self._authentication_callback = func
         return func
+
+    async def check_credentials(self, credentials: Any) -> bool:
+        """Whether the API may serve a request with these credentials.
+
+        The :meth:`authenticate` callback decides (sync ones run in a thread); without
+        one, a scheme holding credentials (``HTTPBasicAuth(users=...)``) checks them.
+        """
+        callback = self._authentication_callback
+        if callback is None:
+            verify = getattr(self.auth, "verify", None)
+            return bool(verify(credentials)) if verify is not None else False
+        assert self.app is not None
+        return bool(await self.app.ensure_async(callback)(credentials))
+
+    # REST API support ---------------------------------------------------------------
+
+    @property
+    def api_run_timeout(self) -> float:
+        """Seconds ``POST /jobs/<id>/run`` waits for the run (``SCHEDULER_API_RUN_TIMEOUT``)."""
+        return self._config.api_run_timeout if self._config else 30.0
+
+    def api_function(self, func: F) -> F:
+        """Let the REST API schedule ``func`` (usable as a decorator)::
+
+        @scheduler.api_function
+        async def send_report(recipient): ...
+        """
+        self._allow(func)
+        return func
+
+    def _allow(self, func: Any) -> None:
+        try:
+            ref = func if isinstance(func, str) else obj_to_ref(func)
+        except ValueError:
+            return  # lambdas and nested functions have no reference to allow
+        if ref:
+            self._api_functions.add(ref)
+
+    def api_function_allowed(self, ref: str) -> bool:
+        """Whether the API may schedule ``"module:qualname"``: a job's function defined in
+        code or config, one registered with :meth:`api_function`, or one matching a glob
+        of ``SCHEDULER_API_ALLOWED_FUNCS``. Decided without importing anything."""
+        if ref in self._api_functions:
+            return True
+        patterns = self._config.api_allowed_funcs if self._config else ()
+        return any(fnmatch.fnmatchcase(ref, pattern) for pattern in patterns)
+
+    def check_api_function(self, ref: str) -> None:
+        """Raise :class:`FunctionNotAllowedError` unless the API may schedule ``ref``."""
+        if not self.api_function_allowed(ref):
+            logger.warning("Refused to schedule %r over the API: not allowed", ref)
+            raise FunctionNotAllowedError(ref)
+
+    def api_functions(self) -> dict[str, list[str]]:
+        """What the API may schedule: exact references and glob patterns."""
+        patterns = list(self._config.api_allowed_funcs) if self._config else []
+        return {"functions": sorted(self._api_functions), "patterns": patterns}
+
+    def job_to_dict(self, job: Job) -> dict[str, Any]:
+        """A job as the REST API shows it (Flask-APScheduler's keys and order)."""
+        data = _json.job_to_dict(job)
+        data["running_instances"] = self._scheduler.running_instances(job.id)
+        return data
+
+    def next_run_times(self, job: Job, n: int) -> list[datetime]:
+        """The next ``n`` fire times of ``job``'s trigger, in the trigger's time zone; a
+        paused job's are those it would have if resumed now."""
+        now = datetime.now(self._scheduler.timezone)
+        times: list[datetime] = []
+        previous = None
+        current = job.next_run_time or job.trigger.get_next_fire_time(None, now)
+        while current is not None and len(times) < n:
+            times.append(current)
+            previous = current
+            current = job.trigger.get_next_fire_time(previous, previous)
+            if current is not None and current <= previous:
+                break
+        return times
+
+    async def offload(self, func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Call a scheduler method without blocking the loop on job-store I/O.
+
+        Runs it directly when every job store is in memory, in a worker thread
+        otherwise. A store that cannot be reached raises
+        :class:`JobStoreUnavailableError`.
+        """
+        try:
+            if self._scheduler.memory_only:
+                return func(*args, **kwargs)
+            return await asyncio.to_thread(func, *args, **kwargs)
+        except (QuartSchedError, LookupError, ConflictingIdError, ValueError, TypeError):
+            raise
+        except Exception as exc:
+            if isinstance(exc, OSError) or type(exc).__module__.startswith(_STORE_ERROR_MODULES):
+                raise JobStoreUnavailableError(
+                    f"the job store cannot be reached ({type(exc).__name__}); try again later"
+                ) from exc
+            raise

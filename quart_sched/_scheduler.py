@@ -467,6 +467,11 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
         )
         return asyncio.ensure_future(_result_of(task))
 
+    @property
+    def memory_only(self) -> bool:
+        """True when every job store is in memory: calls into them never block."""
+        return all(isinstance(store, MemoryJobStore) for store in self._jobstores.values())
+
     def running_instances(self, job_id: str) -> int:
         """How many runs of ``job_id`` are under way now, across executors."""
         return sum(ex._instances.get(job_id, 0) for ex in self._executors.values())

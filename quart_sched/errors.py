@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from apscheduler.executors.base import MaxInstancesReachedError
 from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
 from apscheduler.schedulers import SchedulerAlreadyRunningError, SchedulerNotRunningError
 
 __all__ = [
     "ConfigurationError",
     "ConflictingIdError",
+    "FunctionNotAllowedError",
     "JobLookupError",
     "JobNotStorableError",
+    "JobStoreUnavailableError",
+    "MaxInstancesReachedError",
     "QuartSchedError",
     "SchedulerAlreadyRunningError",
     "SchedulerNotRunningError",
+    "ValidationError",
 ]
 
 
@@ -35,3 +40,26 @@ class JobNotStorableError(QuartSchedError, ValueError):
         super().__init__(message)
         self.job_id = job_id
         self.culprit = culprit
+
+
+class ValidationError(QuartSchedError, ValueError):
+    """A client sent a job definition quart_sched will not accept; ``field`` names why."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class FunctionNotAllowedError(QuartSchedError, PermissionError):
+    """The REST API was asked to schedule a function it may not (see the allowlist)."""
+
+    def __init__(self, func: str) -> None:
+        super().__init__(
+            f"func {func!r} may not be scheduled over the API: register it with "
+            "@scheduler.api_function, or allow it in SCHEDULER_API_ALLOWED_FUNCS"
+        )
+        self.func = func
+
+
+class JobStoreUnavailableError(QuartSchedError):
+    """A job store could not be reached (a locked file, a database that is down)."""

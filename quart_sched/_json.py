@@ -1,0 +1,329 @@
+"""Pure conversions for the REST API: jobs to JSON, and request bodies to job arguments.
+
+Nothing here touches a scheduler, an app or a request, so it is tested without one. Every
+rejection is a :class:`ValidationError` naming the field at fault.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from datetime import date, datetime, time, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.date import DateTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from ._jobs import TRIGGER_CLASSES, parse_datetime, trigger_arg_names
+from .errors import ValidationError
+
+#: Top-level job fields a client may send (trigger arguments come on top).
+JOB_FIELDS = frozenset(
+    {
+        "id",
+        "name",
+        "func",
+        "args",
+        "kwargs",
+        "trigger",
+        "misfire_grace_time",
+        "max_instances",
+        "coalesce",
+        "next_run_time",
+    }
+)
+#: Fields add_job takes that must never come from a client.
+SERVER_ONLY_FIELDS = frozenset({"jobstore", "executor", "replace_existing"})
+CRON_FIELDS = ("year", "month", "day", "week", "day_of_week", "hour", "minute", "second")
+INTERVAL_UNITS = ("weeks", "days", "hours", "minutes", "seconds")
+MAX_ID_LENGTH = 200
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+FUNC_REF = re.compile(rf"^{_NAME}(\.{_NAME})*:{_NAME}(\.{_NAME})*$")
+
+
+# ------------------------------------------------------------------------ job -> JSON
+
+
+def isoformat(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _split_interval(delta: timedelta) -> dict[str, int | float]:
+    weeks, days = divmod(delta.days, 7)
+    minutes, seconds = divmod(delta.seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    parts: dict[str, int | float] = {
+        "weeks": weeks,
+        "days": days,
+        "hours": hours,
+        "minutes": minutes,
+        "seconds": seconds + delta.microseconds / 1e6 if delta.microseconds else seconds,
+    }
+    return {unit: value for unit, value in parts.items() if value > 0}
+
+
+def trigger_to_dict(trigger: Any) -> dict[str, Any]:
+    """Flask-APScheduler's decomposition: 90 minutes is ``hours: 1, minutes: 30``."""
+    data: dict[str, Any] = {}
+    if isinstance(trigger, DateTrigger):
+        data["trigger"] = "date"
+        data["run_date"] = isoformat(trigger.run_date)
+    elif isinstance(trigger, IntervalTrigger):
+        data["trigger"] = "interval"
+        data["start_date"] = isoformat(trigger.start_date)
+        if trigger.end_date:
+            data["end_date"] = isoformat(trigger.end_date)
+        data.update(_split_interval(trigger.interval))
+    elif isinstance(trigger, CronTrigger):
+        data["trigger"] = "cron"
+        if trigger.start_date:
+            data["start_date"] = isoformat(trigger.start_date)
+        if trigger.end_date:
+            data["end_date"] = isoformat(trigger.end_date)
+        for field in trigger.fields:
+            if not field.is_default:
+                data[field.name] = str(field)
+    else:
+        data["trigger"] = str(trigger)
+    return data
+
+
+def job_to_dict(job: Any) -> dict[str, Any]:
+    """A job as Flask-APScheduler's API shows it, same keys in the same order."""
+    data: dict[str, Any] = {
+        "id": job.id,
+        "name": job.name,
+        "func": job.func_ref,
+        "args": list(job.args),
+        "kwargs": dict(job.kwargs),
+    }
+    data.update(trigger_to_dict(job.trigger))
+    data["misfire_grace_time"] = getattr(job, "misfire_grace_time", None)
+    data["max_instances"] = getattr(job, "max_instances", None)
+    data["next_run_time"] = isoformat(getattr(job, "next_run_time", None))
+    return data
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, (datetime, date, time)):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if isinstance(value, (Decimal, UUID)):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return repr(value)
+
+
+def dumps(value: Any) -> str:
+    """JSON with ISO 8601 datetimes; arguments JSON cannot hold are shown by ``repr``."""
+    return json.dumps(value, default=_default, ensure_ascii=False)
+
+
+# ------------------------------------------------------------------- body -> job args
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean"}.get(
+        type(value), "null" if value is None else "number"
+    )
+
+
+def _number(field: str, value: Any, *, minimum: float = 0) -> float | int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationError(field, f"{field} must be a number, got {_type_name(value)}")
+    if not math.isfinite(value) or value < minimum:
+        raise ValidationError(field, f"{field} must be a finite number >= {minimum}, got {value}")
+    return value
+
+
+def _integer(field: str, value: Any, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(field, f"{field} must be an integer, got {_type_name(value)}")
+    if value < minimum:
+        raise ValidationError(field, f"{field} must be >= {minimum}, got {value}")
+    return value
+
+
+def _string(field: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValidationError(field, f"{field} must be a string, got {_type_name(value)}")
+    return value
+
+
+def _datetime(field: str, value: Any, tz: Any) -> datetime:
+    text = _string(field, value)
+    try:
+        parsed = parse_datetime(text, field)
+    except ValueError as exc:
+        raise ValidationError(field, str(exc)) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=tz)
+    try:
+        parsed.astimezone(timezone.utc)
+    except (OverflowError, ValueError):
+        raise ValidationError(field, f"{field}: {text!r} is out of range") from None
+    return parsed
+
+
+def _timezone(value: Any) -> ZoneInfo:
+    text = _string("timezone", value)
+    try:
+        return ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValidationError(
+            "timezone", f"timezone: {text!r} is not an IANA time zone such as 'Europe/Paris'"
+        ) from None
+
+
+def check_func_ref(value: Any) -> str:
+    text = _string("func", value)
+    if not FUNC_REF.match(text):
+        raise ValidationError(
+            "func", f"func: {text!r} is not a 'module:function' reference, e.g. 'app.jobs:report'"
+        )
+    return text
+
+
+def check_job_id(value: Any) -> str:
+    text = _string("id", value)
+    if not text or len(text) > MAX_ID_LENGTH:
+        raise ValidationError("id", f"id must be 1 to {MAX_ID_LENGTH} characters long")
+    if "/" in text or any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise ValidationError("id", "id must not contain '/' or control characters")
+    return text
+
+
+def _trigger_args(trigger: str, body: Mapping[str, Any], tz: Any) -> dict[str, Any]:
+    """Type-check and convert the trigger's arguments, naming the field at fault."""
+    args: dict[str, Any] = {}
+    zone = _timezone(body["timezone"]) if body.get("timezone") is not None else tz
+    for name in trigger_arg_names(trigger):
+        if name not in body:
+            continue
+        value = body[name]
+        if name == "timezone":
+            if value is not None:
+                args[name] = zone
+        elif name in ("start_date", "end_date", "run_date"):
+            if value is not None:
+                args[name] = _datetime(name, value, zone)
+        elif name == "jitter":
+            if value is not None:
+                args[name] = _number(name, value)
+        elif name in INTERVAL_UNITS:
+            args[name] = _number(name, value)
+        elif name in CRON_FIELDS:
+            if isinstance(value, bool) or not isinstance(value, (int, str)) or value == "":
+                raise ValidationError(
+                    name, f"{name} must be an integer or a cron expression string"
+                )
+            try:
+                CronTrigger(**{name: value}, timezone=timezone.utc)
+            except (ValueError, TypeError) as exc:
+                raise ValidationError(name, f"{name}: {exc}") from None
+            args[name] = value
+    if trigger == "interval":
+        total = timedelta(**{u: args.get(u, 0) for u in INTERVAL_UNITS}).total_seconds()
+        if total <= 0:
+            raise ValidationError(
+                "trigger",
+                "an interval trigger needs a positive interval: "
+                "give weeks, days, hours, minutes or seconds",
+            )
+    start, end = args.get("start_date"), args.get("end_date")
+    if start is not None and end is not None and end < start:
+        raise ValidationError("end_date", "end_date must not be before start_date")
+    return args
+
+
+def parse_job_body(
+    body: Any, *, tz: Any, partial: bool = False, url_id: str | None = None
+) -> dict[str, Any]:
+    """Validate a POST (or, with ``partial``, a PATCH) body into ``add_job`` arguments.
+
+    ``tz`` is the scheduler's time zone, for dates sent without an offset. Raises
+    :class:`ValidationError` naming the field; never imports anything.
+    """
+    if not isinstance(body, Mapping):
+        raise ValidationError("body", f"the body must be a JSON object, got {_type_name(body)}")
+    data = dict(body)
+    trigger = data.get("trigger")
+    if isinstance(trigger, Mapping):  # Flask-APScheduler's legacy {"trigger": {"type": ...}}
+        legacy = dict(trigger)
+        trigger = legacy.pop("type", "date")
+        clash = set(legacy) & set(data)
+        if clash:
+            field = sorted(clash)[0]
+            raise ValidationError(field, f"{field} is given twice (in trigger and beside it)")
+        data.update(legacy)
+        data["trigger"] = trigger
+    if trigger is not None:
+        trigger = _string("trigger", trigger)
+        if trigger not in TRIGGER_CLASSES:
+            known = ", ".join(sorted(TRIGGER_CLASSES))
+            raise ValidationError("trigger", f"unknown trigger {trigger!r}; use one of: {known}")
+
+    allowed = JOB_FIELDS | (set(trigger_arg_names(trigger)) if trigger else set())
+    for field in data:
+        if field in SERVER_ONLY_FIELDS:
+            raise ValidationError(field, f"{field} cannot be set over the API")
+        if field not in allowed:
+            if trigger is None and any(field in trigger_arg_names(t) for t in TRIGGER_CLASSES):
+                raise ValidationError(
+                    field,
+                    f"{field} is a trigger argument: send it with its trigger, "
+                    'e.g. {"trigger": "interval", "seconds": 10}',
+                )
+            raise ValidationError(field, f"unknown field {field!r}")
+
+    out: dict[str, Any] = {}
+    if "id" in data:
+        out["id"] = check_job_id(data["id"])
+        if url_id is not None and out["id"] != url_id:
+            raise ValidationError("id", f"id {out['id']!r} differs from the URL's {url_id!r}")
+    elif not partial:
+        raise ValidationError("id", "id is required")
+    if "func" in data:
+        out["func"] = check_func_ref(data["func"])
+    elif not partial:
+        raise ValidationError("func", "func is required, e.g. 'app.jobs:report'")
+    if "name" in data:
+        out["name"] = _string("name", data["name"])
+    if "args" in data:
+        if not isinstance(data["args"], list):
+            raise ValidationError("args", f"args must be an array, got {_type_name(data['args'])}")
+        out["args"] = list(data["args"])
+    if "kwargs" in data:
+        if not isinstance(data["kwargs"], Mapping):
+            raise ValidationError(
+                "kwargs", f"kwargs must be an object, got {_type_name(data['kwargs'])}"
+            )
+        out["kwargs"] = dict(data["kwargs"])
+    if "misfire_grace_time" in data:
+        value = data["misfire_grace_time"]
+        out["misfire_grace_time"] = (
+            None if value is None else _integer("misfire_grace_time", value, minimum=1)
+        )
+    if "max_instances" in data:
+        out["max_instances"] = _integer("max_instances", data["max_instances"], minimum=1)
+    if "coalesce" in data:
+        if not isinstance(data["coalesce"], bool):
+            raise ValidationError("coalesce", "coalesce must be true or false")
+        out["coalesce"] = data["coalesce"]
+    if "next_run_time" in data:
+        value = data["next_run_time"]
+        out["next_run_time"] = None if value is None else _datetime("next_run_time", value, tz)
+    if trigger is not None:
+        out["trigger"] = trigger
+        out.update(_trigger_args(trigger, data, tz))
+    return out

@@ -1,0 +1,321 @@
+"""The REST API: Flask-APScheduler's 13 routes, as async handlers, plus a few read-only ones.
+
+Every route goes through :func:`_guarded`, the one place that applies auth, refuses
+cross-site browser writes and maps errors to status codes. Handlers only call the
+extension's public methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from functools import wraps
+from typing import TYPE_CHECKING, Any
+
+from quart import Response, request
+
+from . import _json
+from ._openapi import openapi_document
+from .errors import (
+    ConflictingIdError,
+    FunctionNotAllowedError,
+    JobLookupError,
+    JobStoreUnavailableError,
+    MaxInstancesReachedError,
+    SchedulerAlreadyRunningError,
+    SchedulerNotRunningError,
+    ValidationError,
+)
+
+if TYPE_CHECKING:
+    from quart import Quart
+
+    from ._extension import APScheduler
+
+logger = logging.getLogger("quart_sched")
+
+View = Callable[..., Awaitable[Response]]
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+MAX_NEXT_RUN_TIMES = 100
+
+#: (view name, rule, method) — Flask-APScheduler's 13, then ours.
+ROUTES: tuple[tuple[str, str, str], ...] = (
+    ("get_scheduler_info", "", "GET"),
+    ("pause_scheduler", "/pause", "POST"),
+    ("resume_scheduler", "/resume", "POST"),
+    ("start_scheduler", "/start", "POST"),
+    ("shutdown_scheduler", "/shutdown", "POST"),
+    ("add_job", "/jobs", "POST"),
+    ("get_job", "/jobs/<job_id>", "GET"),
+    ("get_jobs", "/jobs", "GET"),
+    ("delete_job", "/jobs/<job_id>", "DELETE"),
+    ("update_job", "/jobs/<job_id>", "PATCH"),
+    ("pause_job", "/jobs/<job_id>/pause", "POST"),
+    ("resume_job", "/jobs/<job_id>/resume", "POST"),
+    ("run_job", "/jobs/<job_id>/run", "POST"),
+    ("get_functions", "/functions", "GET"),
+    ("get_next_run_times", "/jobs/<job_id>/next_run_times", "GET"),
+    ("get_openapi", "/openapi.json", "GET"),
+)
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def json_response(value: Any, status: int = 200) -> Response:
+    return Response(_json.dumps(value), status=status, mimetype="application/json")
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    response = json_response({"error_message": message}, status)
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+def no_content() -> Response:
+    return Response("", status=204)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+async def read_json(*, required: bool = True) -> Any:
+    """The request body as JSON, with or without a JSON Content-Type; None when empty."""
+    data = await request.get_data(as_text=False)
+    assert isinstance(data, bytes)
+    if not data.strip():
+        if required:
+            raise ValidationError("body", "the body must be a JSON object")
+        return None
+    try:
+        return json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise ValidationError("body", "the body must be UTF-8 encoded JSON") from None
+    except ValueError as exc:
+        raise ValidationError("body", f"malformed JSON: {exc}") from None
+
+
+def _cross_site() -> bool:
+    """True for a browser request another site made (form posts riding on cached auth)."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return site.lower() not in ("same-origin", "none")
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return False  # curl, scripts, server-to-server: no Origin, nothing to check
+    _scheme, _, rest = origin.partition("://")
+    return not rest or rest.rstrip("/").lower() != request.host.lower()
+
+
+def _guarded(ext: APScheduler, view: View) -> View:
+    @wraps(view)
+    async def guarded(**kwargs: Any) -> Response:
+        if ext.auth is not None:
+            credentials = ext.auth.get_authorization()
+            if credentials is None or not await ext.check_credentials(credentials):
+                response = Response("Access Denied", status=401)
+                response.headers["WWW-Authenticate"] = ext.auth.get_authenticate_header()
+                return response
+        if request.method in UNSAFE_METHODS and _cross_site():
+            return error(403, "cross-site request refused: call the API from the same origin")
+        try:
+            return await view(ext, **kwargs)
+        except ValidationError as exc:
+            return error(400, str(exc))
+        except FunctionNotAllowedError as exc:
+            return error(403, str(exc))
+        except JobLookupError:
+            return error(404, f"Job {kwargs.get('job_id')!r} not found")
+        except ConflictingIdError:
+            return error(409, "a job with this id already exists")
+        except JobStoreUnavailableError as exc:
+            return error(503, str(exc))
+
+    return guarded
+
+
+def register_api(ext: APScheduler, app: Quart) -> None:
+    """Add the API's routes to ``app`` under ``ext.api_prefix``."""
+    for name, rule, method in ROUTES:
+        app.add_url_rule(
+            ext.api_prefix + rule,
+            ext.endpoint_prefix + name,
+            _guarded(ext, VIEWS[name]),
+            methods=[method],
+        )
+
+
+async def _job_json(ext: APScheduler, job_id: str) -> Response:
+    job = await ext.offload(ext.get_job, job_id)
+    if job is None:
+        raise JobLookupError(job_id)
+    return json_response(ext.job_to_dict(job))
+
+
+def _import_error(exc: Exception, func: str | None) -> ValidationError:
+    if func is not None and isinstance(exc, LookupError):
+        return ValidationError("func", f"func {func!r} cannot be imported: {exc}")
+    return ValidationError("body", str(exc))
+
+
+# ------------------------------------------------------------------------------ views
+
+
+async def get_scheduler_info(ext: APScheduler) -> Response:
+    return json_response(
+        {"current_host": ext.host_name, "allowed_hosts": ext.allowed_hosts, "running": ext.running}
+    )
+
+
+async def pause_scheduler(ext: APScheduler) -> Response:
+    try:
+        ext.pause()
+    except SchedulerNotRunningError:
+        raise ValidationError("state", "the scheduler is not running") from None
+    return no_content()
+
+
+async def resume_scheduler(ext: APScheduler) -> Response:
+    try:
+        ext.resume()
+    except SchedulerNotRunningError:
+        raise ValidationError("state", "the scheduler is not running") from None
+    return no_content()
+
+
+async def start_scheduler(ext: APScheduler) -> Response:
+    try:
+        ext.start()
+    except SchedulerAlreadyRunningError:
+        raise ValidationError("state", "the scheduler is already running") from None
+    if not ext.running:
+        raise ValidationError(
+            "state", f"host {ext.host_name!r} may not run jobs (SCHEDULER_ALLOWED_HOSTS)"
+        )
+    return no_content()
+
+
+async def shutdown_scheduler(ext: APScheduler) -> Response:
+    body = await read_json(required=False)
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        raise ValidationError("body", 'the body must be a JSON object such as {"wait": false}')
+    unknown = set(body) - {"wait"}
+    if unknown:
+        raise ValidationError(sorted(unknown)[0], f"unknown field {sorted(unknown)[0]!r}")
+    wait = body.get("wait", True)
+    if not isinstance(wait, bool):
+        raise ValidationError("wait", "wait must be true or false")
+    if not ext.running:
+        raise ValidationError("state", "the scheduler is not running")
+    ext.shutdown(wait=wait)
+    return no_content()
+
+
+async def add_job(ext: APScheduler) -> Response:
+    spec = _json.parse_job_body(await read_json(), tz=ext.scheduler.timezone)
+    ext.check_api_function(spec["func"])
+    try:
+        job = await ext.offload(ext.add_job, **spec)
+    except ConflictingIdError:
+        return error(409, f"Job {spec['id']!r} already exists")
+    except (LookupError, ValueError, TypeError) as exc:
+        raise _import_error(exc, spec["func"]) from None
+    return json_response(ext.job_to_dict(job))
+
+
+async def get_job(ext: APScheduler, job_id: str) -> Response:
+    return await _job_json(ext, job_id)
+
+
+async def get_jobs(ext: APScheduler) -> Response:
+    jobs = await ext.offload(ext.get_jobs)
+    return json_response([ext.job_to_dict(job) for job in jobs])
+
+
+async def delete_job(ext: APScheduler, job_id: str) -> Response:
+    await ext.offload(ext.remove_job, job_id)
+    return no_content()
+
+
+async def update_job(ext: APScheduler, job_id: str) -> Response:
+    changes = _json.parse_job_body(
+        await read_json(), tz=ext.scheduler.timezone, partial=True, url_id=job_id
+    )
+    changes.pop("id", None)
+    if "func" in changes:
+        ext.check_api_function(changes["func"])
+    if changes:
+        try:
+            await ext.offload(ext.modify_job, job_id, **changes)
+        except (LookupError, ValueError, TypeError) as exc:
+            if isinstance(exc, (JobLookupError, ConflictingIdError)):
+                raise
+            raise _import_error(exc, changes.get("func")) from None
+    return await _job_json(ext, job_id)
+
+
+async def pause_job(ext: APScheduler, job_id: str) -> Response:
+    await ext.offload(ext.pause_job, job_id)
+    return await _job_json(ext, job_id)
+
+
+async def resume_job(ext: APScheduler, job_id: str) -> Response:
+    job = await ext.offload(ext.resume_job, job_id)
+    if job is None:  # its schedule had ended: resuming removed it
+        return no_content()
+    return await _job_json(ext, job_id)
+
+
+async def run_job(ext: APScheduler, job_id: str) -> Response:
+    wait = request.args.get("wait", "true").lower() not in ("false", "0", "no")
+    job = await ext.offload(ext.get_job, job_id)
+    if job is None:
+        raise JobLookupError(job_id)
+    try:
+        future = ext.run_job(job_id)
+    except SchedulerNotRunningError:
+        raise ValidationError("state", "the scheduler is not running: POST /start first") from None
+    except MaxInstancesReachedError:
+        return error(
+            409, f"Job {job_id!r} is already running its max_instances ({job.max_instances}) times"
+        )
+    if not wait:
+        return json_response(ext.job_to_dict(job), 202)
+    try:
+        await asyncio.wait_for(asyncio.shield(future), timeout=ext.api_run_timeout)
+    except asyncio.TimeoutError:
+        return json_response(ext.job_to_dict(job), 202)  # still running; it goes on
+    except Exception as exc:  # the job's own failure, already logged by the executor
+        return error(500, f"Job {job_id!r} failed: {type(exc).__name__}: {exc}")
+    return await _job_json(ext, job_id)
+
+
+async def get_functions(ext: APScheduler) -> Response:
+    return json_response(ext.api_functions())
+
+
+async def get_next_run_times(ext: APScheduler, job_id: str) -> Response:
+    raw = request.args.get("n", "5")
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_NEXT_RUN_TIMES:
+        raise ValidationError("n", f"n must be an integer from 1 to {MAX_NEXT_RUN_TIMES}")
+    job = await ext.offload(ext.get_job, job_id)
+    if job is None:
+        raise JobLookupError(job_id)
+    times: list[datetime] = ext.next_run_times(job, int(raw))
+    return json_response({"id": job.id, "next_run_times": [t.isoformat() for t in times]})
+
+
+async def get_openapi(ext: APScheduler) -> Response:
+    return json_response(openapi_document(ext.api_prefix))
+
+
+VIEWS: dict[str, Callable[..., Awaitable[Response]]] = {
+    name: globals()[name] for name, _rule, _method in ROUTES
+}
