@@ -353,6 +353,10 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
     # jobs -----------------------------------------------------------------------------
 
     def add_job(self, func: Any, trigger: Any = None, *args: Any, **kwargs: Any) -> Job:
+        with self._jobstores_lock:  # re-entrant: the API adds jobs from worker threads
+            return self._add_job(func, trigger, *args, **kwargs)
+
+    def _add_job(self, func: Any, trigger: Any, *args: Any, **kwargs: Any) -> Job:
         job: Job = super().add_job(func, trigger, *args, **kwargs)
         if self.state == STATE_STOPPED:
             alias = kwargs.get("jobstore", "default")
