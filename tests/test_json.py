@@ -58,7 +58,7 @@ def test_ninety_minutes_is_one_hour_thirty() -> None:
 def test_job_to_dict_key_order_and_paused_job() -> None:
     scheduler = AsyncIOScheduler(timezone=UTC)
     job = scheduler.add_job(
-        print, "interval", hours=2, id="j", name="J", args=[1], kwargs={"a": 2}
+        target, "interval", hours=2, id="j", name="J", args=[1], kwargs={"a": 2}
     )
     job._modify(next_run_time=None, misfire_grace_time=5, max_instances=2)
     data = job_to_dict(job)
