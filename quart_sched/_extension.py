@@ -387,9 +387,11 @@ class APScheduler:
         return func
 
     def _allow(self, func: Any) -> None:
+        if func is None:
+            return  # a job whose function has no reference (lambda, nested function)
         try:
             ref = func if isinstance(func, str) else obj_to_ref(func)
-        except ValueError:
+        except (ValueError, TypeError):
             return  # lambdas and nested functions have no reference to allow
         if ref:
             self._api_functions.add(ref)

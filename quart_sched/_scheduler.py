@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
-import copy
 import inspect
 import logging
 import pickle
@@ -416,8 +415,11 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
         if changes.keys() & {"func", "args", "kwargs", "trigger"}:
             with self._jobstores_lock:
                 job, alias = self._lookup_job(job_id, jobstore)
-                if not isinstance(self._lookup_jobstore(alias), MemoryJobStore):
-                    candidate = copy.copy(job)
+                if alias is None:  # still pending: it goes to the store it was added for
+                    alias = next((a for j, a, _ in self._pending_jobs if j is job), "default")
+                store = self._jobstores.get(alias)
+                if store is not None and not isinstance(store, MemoryJobStore):
+                    candidate = _copy_job(job)
                     candidate._modify(**dict(changes))
                     self.check_storable(candidate, alias)
         modified: Job = super().modify_job(job_id, jobstore, **changes)
@@ -639,7 +641,10 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
 
     def _store_failed(self, alias: str, exc: Exception, now: datetime) -> datetime:
         retry = self.jobstore_retry_interval
-        message = f"{type(exc).__name__}: {exc}"
+        # SQLAlchemy's message repeats the statement and its parameters, which change on
+        # every retry (and may hold pickled job data): the driver's own error says enough.
+        cause = getattr(exc, "orig", None) or exc
+        message = f"{type(cause).__name__}: {cause}"
         level = logging.DEBUG if self._failing_stores.get(alias) == message else logging.WARNING
         self._failing_stores[alias] = message
         logger.log(level, "Job store %r failed (%s); retrying in %.3g s", alias, message, retry)
@@ -778,6 +783,15 @@ _JOB_KWARGS = frozenset(
         "replace_existing",
     }
 )
+
+
+def _copy_job(job: Job) -> Job:
+    """A shallow copy that works for pending jobs too (their __getstate__ does not)."""
+    copied: Job = object.__new__(type(job))
+    for slot in type(job).__slots__:
+        if slot != "__weakref__" and hasattr(job, slot):
+            setattr(copied, slot, getattr(job, slot))
+    return copied
 
 
 async def _result_of(task: asyncio.Task[list[JobExecutionEvent]]) -> Any:
