@@ -418,7 +418,9 @@ class APScheduler:
 
     def job_to_dict(self, job: Job) -> dict[str, Any]:
         """A job as the REST API shows it (Flask-APScheduler's keys and order)."""
-        data = _json.job_to_dict(job)
+        data = _json.job_to_dict(
+            job, self._scheduler.job_defaults, datetime.now(self._scheduler.timezone)
+        )
         data["running_instances"] = self._scheduler.running_instances(job.id)
         return data
 

@@ -94,8 +94,16 @@ def trigger_to_dict(trigger: Any) -> dict[str, Any]:
     return data
 
 
-def job_to_dict(job: Any) -> dict[str, Any]:
-    """A job as Flask-APScheduler's API shows it, same keys in the same order."""
+def job_to_dict(
+    job: Any, defaults: Mapping[str, Any] | None = None, now: datetime | None = None
+) -> dict[str, Any]:
+    """A job as Flask-APScheduler's API shows it, same keys in the same order.
+
+    A job added before the scheduler starts has no defaults or next run time yet: it
+    shows the ``defaults`` it will get and the first fire time its trigger gives after
+    ``now`` (null only for a paused job).
+    """
+    defaults = defaults or {}
     data: dict[str, Any] = {
         "id": job.id,
         "name": job.name,
@@ -104,9 +112,16 @@ def job_to_dict(job: Any) -> dict[str, Any]:
         "kwargs": dict(job.kwargs),
     }
     data.update(trigger_to_dict(job.trigger))
-    data["misfire_grace_time"] = getattr(job, "misfire_grace_time", None)
-    data["max_instances"] = getattr(job, "max_instances", None)
-    data["next_run_time"] = isoformat(getattr(job, "next_run_time", None))
+    data["misfire_grace_time"] = getattr(
+        job, "misfire_grace_time", defaults.get("misfire_grace_time")
+    )
+    data["max_instances"] = getattr(job, "max_instances", defaults.get("max_instances"))
+    if hasattr(job, "next_run_time"):
+        data["next_run_time"] = isoformat(job.next_run_time)
+    else:
+        data["next_run_time"] = isoformat(
+            job.trigger.get_next_fire_time(None, now or datetime.now(timezone.utc))
+        )
     return data
 
 

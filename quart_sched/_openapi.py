@@ -246,8 +246,11 @@ def _paths(prefix: str) -> dict[str, Any]:
             "post": {
                 "operationId": "resume_job",
                 "responses": {
-                    "200": _JOB_OK,
-                    "204": {"description": "The schedule had ended: the job was removed"},
+                    "200": {
+                        "description": "The job, or null when its schedule had ended and "
+                        "resuming removed it",
+                        **_json_content({"anyOf": [_ref("Job"), {"type": "null"}]}),
+                    },
                     "404": _NOT_FOUND,
                     **_WRITE_ERRORS,
                 },

@@ -474,6 +474,11 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
         return asyncio.ensure_future(_result_of(task))
 
     @property
+    def job_defaults(self) -> dict[str, Any]:
+        """``misfire_grace_time``, ``coalesce`` and ``max_instances`` jobs get by default."""
+        return dict(self._job_defaults)
+
+    @property
     def memory_only(self) -> bool:
         """True when every job store is in memory: calls into them never block."""
         return all(isinstance(store, MemoryJobStore) for store in self._jobstores.values())

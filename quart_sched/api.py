@@ -268,8 +268,8 @@ async def pause_job(ext: APScheduler, job_id: str) -> Response:
 
 async def resume_job(ext: APScheduler, job_id: str) -> Response:
     job = await ext.offload(ext.resume_job, job_id)
-    if job is None:  # its schedule had ended: resuming removed it
-        return no_content()
+    if job is None:  # its schedule had ended and resuming removed it: Flask-APScheduler's null
+        return json_response(None)
     return await _job_json(ext, job_id)
 
 
