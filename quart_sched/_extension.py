@@ -74,6 +74,7 @@ class APScheduler:
         # loop, or remembered when serving stopped a running scheduler.
         self._start_requested: bool | None = None
         self._restart_on_serve: bool | None = None
+        self._started_by_serving = False
         self._config: SchedulerConfig | None = None
         self._api_functions: set[str] = set()
         self.allowed_hosts: list[str] = ["*"]
@@ -163,8 +164,9 @@ class APScheduler:
         self.allowed_hosts = list(config.allowed_hosts)
         self.auth = config.auth
 
-        if self.app is not app:
-            self._restart_on_serve = None  # that belonged to the previous app
+        if self.app is not None and self.app is not app:
+            # A start due when the previous app served belonged to that app.
+            self._start_requested = self._restart_on_serve = None
         self.app = app
         app.extensions[EXTENSION_KEY] = self
         app.apscheduler = self  # type: ignore[attr-defined]  # Flask-APScheduler's name
@@ -195,6 +197,7 @@ class APScheduler:
             self._start_requested = self._restart_on_serve = None
             if paused is not None:
                 self._scheduler.start(paused=paused)
+                self._started_by_serving = True
 
         return start_scheduler
 
@@ -202,9 +205,12 @@ class APScheduler:
         async def stop_scheduler() -> None:
             if self.app is not app:
                 return
-            if self.running:
-                # Started by or for serving: start again if the app serves again.
+            if self.running and self._started_by_serving:
+                # start() asked for "when the app serves": that holds for the next serve
+                # too (test_app again, app factories). A start() made inside a running loop
+                # (a before_serving hook of the user's) is the user's to repeat.
                 self._restart_on_serve = self.state == STATE_PAUSED
+            self._started_by_serving = False
             await self._scheduler.aclose()
 
         return stop_scheduler
@@ -232,6 +238,7 @@ class APScheduler:
             logger.debug("No running event loop: the scheduler starts when the app serves")
             return
         self._restart_on_serve = None
+        self._started_by_serving = False
         self._scheduler.start(paused=paused)
 
     def _host_allowed(self) -> bool:

@@ -351,25 +351,69 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
 
     # jobs -----------------------------------------------------------------------------
 
-    def add_job(self, func: Any, trigger: Any = None, *args: Any, **kwargs: Any) -> Job:
+    def add_job(
+        self,
+        func: Any,
+        trigger: Any = None,
+        args: Any = None,
+        kwargs: Any = None,
+        id: str | None = None,
+        name: str | None = None,
+        misfire_grace_time: Any = undefined,
+        coalesce: Any = undefined,
+        max_instances: Any = undefined,
+        next_run_time: Any = undefined,
+        jobstore: str = "default",
+        executor: str = "default",
+        replace_existing: bool = False,
+        **trigger_args: Any,
+    ) -> Job:
+        # The signature is BaseScheduler.add_job's: scheduled_job (@task) passes it all
+        # positionally.
         with self._jobstores_lock:  # re-entrant: the API adds jobs from worker threads
-            return self._add_job(func, trigger, *args, **kwargs)
-
-    def _add_job(self, func: Any, trigger: Any, *args: Any, **kwargs: Any) -> Job:
-        job: Job = super().add_job(func, trigger, *args, **kwargs)
-        if self.state == STATE_STOPPED:
-            alias = kwargs.get("jobstore", "default")
+            job: Job = super().add_job(
+                func,
+                trigger,
+                args,
+                kwargs,
+                id,
+                name,
+                misfire_grace_time,
+                coalesce,
+                max_instances,
+                next_run_time,
+                jobstore,
+                executor,
+                replace_existing,
+                **trigger_args,
+            )
+            if self.state != STATE_STOPPED:
+                return job
             try:
-                self._replace_pending(job, alias, bool(kwargs.get("replace_existing")))
-                self.check_storable(job, alias)
-            except (JobNotStorableError, ConflictingIdError):
+                self._replace_pending(job, jobstore, replace_existing)
+                self.check_storable(job, jobstore)
+                self._check_executor(job)
+            except (JobNotStorableError, ConflictingIdError, ValueError):
                 self._pending_jobs[:] = [p for p in self._pending_jobs if p[0] is not job]
                 raise
-            trigger_args = {k: v for k, v in kwargs.items() if k not in _JOB_KWARGS}
             if isinstance(trigger, str) and "timezone" not in trigger_args:
                 # Built with the zone in force now; rebuilt if configure() changes it.
-                self._retime[id(job)] = (trigger, trigger_args)
+                self._retime[id_of(job)] = (trigger, trigger_args)
         return job
+
+    def _check_executor(self, job: Job) -> None:
+        """Refuse a coroutine job on an executor that would never await it."""
+        executor = self._executors.get(job.executor)
+        if (
+            executor is not None
+            and not isinstance(executor, QuartExecutor)
+            and iscoroutinefunction_partial(job.func)
+        ):
+            raise ValueError(
+                f"Job {job.id!r} is a coroutine function, which executor {job.executor!r} "
+                f"({type(executor).__name__}) would never await: use a threadpool or asyncio "
+                "executor, or the default one"
+            )
 
     def _replace_pending(self, job: Job, alias: str, replace_existing: bool) -> None:
         """Give a pending job's id the newest declaration, as the store would at start."""
@@ -387,8 +431,10 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
         ]
 
     def _retime_pending(self) -> None:
-        for job, _alias, _replace in self._pending_jobs:
-            spec = self._retime.get(id(job))
+        for job, alias, _replace in self._pending_jobs:
+            self.check_storable(job, alias)
+            self._check_executor(job)
+            spec = self._retime.get(id_of(job))
             if spec is not None:
                 job._modify(trigger=self._create_trigger(spec[0], dict(spec[1])))
         self._retime.clear()
@@ -400,6 +446,7 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
 
     def _real_add_job(self, job: Job, jobstore_alias: str, replace_existing: bool) -> None:
         self.check_storable(job, jobstore_alias)
+        self._check_executor(job)
         if self._starting and replace_existing and not hasattr(job, "next_run_time"):
             # A job re-declared at start-up (config, @task) keeps the paused state it has
             # in a persistent store.
@@ -471,7 +518,9 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
         self._dispatch_event(
             JobSubmissionEvent(EVENT_JOB_SUBMITTED, job.id, job._jobstore_alias, [])
         )
-        return asyncio.ensure_future(_result_of(task))
+        result = asyncio.ensure_future(_result_of(task))
+        result.add_done_callback(_retrieve)
+        return result
 
     @property
     def job_defaults(self) -> dict[str, Any]:
@@ -555,7 +604,7 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
             for batch in batches:
                 batch.pool.shutdown(wait=False, cancel_futures=True)
             self._close_stores(stores)
-        logger.info("Scheduler shut down")
+        logger.info("Scheduler stopped: no new runs; running jobs get to finish")
         self._dispatch_event(SchedulerEvent(EVENT_SCHEDULER_SHUTDOWN))
 
     async def _close(
@@ -568,6 +617,7 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
                 batch.pool.shutdown(wait=False)
         if self._generation == generation:  # not started again in the meantime
             self._close_stores(stores)
+        logger.info("Scheduler shut down")
 
     def _keep_memory_jobs(self) -> None:
         """Move in-memory jobs back to the pending list, next run times and pauses kept.
@@ -772,22 +822,7 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
         return float(min(max(wait, 0.0), TIMEOUT_MAX))
 
 
-# The keyword arguments of add_job that are not trigger arguments.
-_JOB_KWARGS = frozenset(
-    {
-        "args",
-        "kwargs",
-        "id",
-        "name",
-        "misfire_grace_time",
-        "coalesce",
-        "max_instances",
-        "next_run_time",
-        "jobstore",
-        "executor",
-        "replace_existing",
-    }
-)
+id_of = id  # add_job's `id` parameter shadows the builtin
 
 
 def _copy_job(job: Job) -> Job:
@@ -797,6 +832,13 @@ def _copy_job(job: Job) -> Job:
         if slot != "__weakref__" and hasattr(job, slot):
             setattr(copied, slot, getattr(job, slot))
     return copied
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    # The executor already logged a failure: a caller who never awaits the result must not
+    # get asyncio's "exception was never retrieved" on top.
+    if not future.cancelled():
+        future.exception()
 
 
 async def _result_of(task: asyncio.Task[list[JobExecutionEvent]]) -> Any:

@@ -262,3 +262,45 @@ async def test_coalesce_and_misfire_defaults(app: Quart) -> None:
         await wait_until(lambda: runs)
         await asyncio.sleep(0.1)
     assert runs == [1]  # ten missed fires coalesced into one run
+
+
+def test_task_redeclared_before_start_replaces_as_in_apscheduler(app: Quart) -> None:
+    ext = APScheduler()
+
+    @ext.task("interval", id="twice", seconds=10)
+    def first() -> None: ...
+
+    @ext.task("interval", id="twice", seconds=20)
+    def second() -> None: ...
+
+    ext.init_app(app)
+    (job,) = ext.get_jobs()
+    assert job.trigger.interval == timedelta(seconds=20)
+
+
+def test_task_honours_its_jobstore(app: Quart) -> None:
+    app.config["SCHEDULER_JOBSTORES"] = {
+        "default": {"type": "memory"},
+        "other": {"type": "memory"},
+    }
+    ext = APScheduler(app=app)
+
+    @ext.task("interval", id="elsewhere", seconds=10, jobstore="other")
+    def job() -> None: ...
+
+    assert ext.scheduler._pending_jobs[-1][1] == "other"
+
+
+@pytest.mark.parametrize("executor", [{"type": "processpool"}, {"type": "debug"}])
+def test_coroutine_job_on_an_executor_that_cannot_await_it_is_refused(
+    app: Quart, executor: dict[str, Any]
+) -> None:
+    app.config["SCHEDULER_EXECUTORS"] = {"default": {"type": "threadpool"}, "other": executor}
+    ext = APScheduler(app=app)
+
+    async def coro() -> None: ...
+
+    with pytest.raises(ValueError, match="would never await"):
+        ext.add_job("coro", coro, trigger="interval", seconds=5, executor="other")
+    assert ext.get_jobs() == []
+    ext.add_job("plain", noop, trigger="interval", seconds=5, executor="other")

@@ -206,3 +206,25 @@ async def test_max_instances_is_honoured(app: Quart) -> None:
             release.set()
     assert peak == 1
     assert set(skipped) == {"slow"}
+
+
+async def test_fire_and_forget_run_job_failure_is_logged_once(
+    app: Quart, scheduler: APScheduler, caplog: pytest.LogCaptureFixture
+) -> None:
+    import gc
+    import logging
+
+    def broken() -> None:
+        raise RuntimeError("boom")
+
+    scheduler.add_job("broken", broken, trigger="interval", hours=1)
+    scheduler.start()
+    async with app.test_app():
+        with caplog.at_level(logging.ERROR):
+            future = scheduler.run_job("broken")
+            await wait_until(future.done)
+            del future
+            gc.collect()
+            await asyncio.sleep(0)
+    assert "never retrieved" not in caplog.text
+    assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1

@@ -276,3 +276,53 @@ async def test_pending_jobs_are_listed_before_start(scheduler: APScheduler) -> N
 
 def _count_threads() -> int:
     return sum(t.name.startswith("quart_sched") for t in threading.enumerate())
+
+
+def test_start_in_a_users_before_serving_hook_works_on_every_serve(
+    app: Quart, scheduler: APScheduler
+) -> None:
+    fired: list[int] = []
+
+    async def job() -> None:
+        fired.append(1)
+
+    scheduler.add_job("j", job, trigger="interval", seconds=0.05)
+
+    @app.before_serving
+    async def start_scheduler() -> None:
+        scheduler.start()  # inside the serving loop: starts at once, the user's to repeat
+
+    async def serve() -> None:
+        fired.clear()
+        async with app.test_app():
+            await wait_until(lambda: fired)
+
+    asyncio.run(serve())
+    asyncio.run(serve())
+    assert scheduler.state == STATE_STOPPED
+
+
+def test_factory_apps_built_without_serving_do_not_trip_over_each_other() -> None:
+    ext = APScheduler()
+    fired: list[str] = []
+
+    async def job() -> None:
+        fired.append(current_app.name)
+
+    ext.add_job("j", job, trigger="interval", seconds=0.05)
+
+    def create_app(name: str) -> Quart:
+        app = Quart(name)
+        ext.init_app(app)
+        ext.start()  # no loop: due when this app serves
+        return app
+
+    create_app("built_not_served")
+    served = create_app("built_and_served")
+
+    async def serve() -> None:
+        async with served.test_app():
+            await wait_until(lambda: fired)
+
+    asyncio.run(serve())
+    assert set(fired) == {"built_and_served"}
