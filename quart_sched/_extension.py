@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from apscheduler.events import EVENT_ALL
 from apscheduler.jobstores.base import ConflictingIdError
 from apscheduler.schedulers.base import STATE_PAUSED
-from apscheduler.util import obj_to_ref
+from apscheduler.util import obj_to_ref, ref_to_obj
 
 from . import _json
 from ._config import (
@@ -346,11 +346,16 @@ class APScheduler:
         :raises JobLookupError: if there is no such job
         :raises SchedulerNotRunningError: if the scheduler is not running
         """
-        if self.get_job(id, jobstore) is None:
+        job = self.get_job(id, jobstore)
+        if job is None:
             raise JobLookupError(id)
+        return self.submit_run(job)
+
+    def submit_run(self, job: Job) -> asyncio.Future[Any]:
+        """:meth:`run_job` for a job already looked up: no job-store I/O."""
         if not self.running:
             raise SchedulerNotRunningError
-        return self._scheduler.run_job_now(id, jobstore)
+        return self._scheduler.run_job_now(job)
 
     # auth -------------------------------------------------------------------------------
 
@@ -413,9 +418,28 @@ class APScheduler:
         return any(fnmatch.fnmatchcase(ref, pattern) for pattern in patterns)
 
     def check_api_function(self, ref: str) -> None:
-        """Raise :class:`FunctionNotAllowedError` unless the API may schedule ``ref``."""
+        """Raise :class:`FunctionNotAllowedError` unless the API may schedule ``ref``.
+
+        A glob allows the functions *defined* in the modules it matches, not what they
+        import: ``"app.jobs:*"`` must not reach ``"app.jobs:os.system"``. So a reference
+        allowed only by a glob is resolved (importing that allowed module) and must name
+        the function where it is defined.
+        """
+        if ref in self._api_functions:
+            return
         if not self.api_function_allowed(ref):
             logger.warning("Refused to schedule %r over the API: not allowed", ref)
+            raise FunctionNotAllowedError(ref)
+        module, _, qualname = ref.partition(":")
+        try:
+            target = ref_to_obj(ref)
+        except LookupError:
+            return  # not importable: add_job reports it as a bad func
+        if (
+            getattr(target, "__module__", None) != module
+            or getattr(target, "__qualname__", None) != qualname
+        ):
+            logger.warning("Refused to schedule %r over the API: not defined there", ref)
             raise FunctionNotAllowedError(ref)
 
     def api_functions(self) -> dict[str, list[str]]:

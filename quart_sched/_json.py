@@ -43,6 +43,10 @@ SERVER_ONLY_FIELDS = frozenset({"jobstore", "executor", "replace_existing"})
 CRON_FIELDS = ("year", "month", "day", "week", "day_of_week", "hour", "minute", "second")
 INTERVAL_UNITS = ("weeks", "days", "hours", "minutes", "seconds")
 MAX_ID_LENGTH = 200
+#: Longest interval, grace time or jitter the API takes: 100 years, far below what
+#: timedelta and datetime arithmetic overflow on.
+MAX_SECONDS = 100 * 366 * 86400
+_UNIT_SECONDS = {"weeks": 604800, "days": 86400, "hours": 3600, "minutes": 60, "seconds": 1}
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 FUNC_REF = re.compile(rf"^{_NAME}(\.{_NAME})*:{_NAME}(\.{_NAME})*$")
 
@@ -153,19 +157,24 @@ def _type_name(value: Any) -> str:
     )
 
 
-def _number(field: str, value: Any, *, minimum: float = 0) -> float | int:
+def _number(
+    field: str, value: Any, *, minimum: float = 0, maximum: float = MAX_SECONDS
+) -> float | int:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValidationError(field, f"{field} must be a number, got {_type_name(value)}")
-    if not math.isfinite(value) or value < minimum:
-        raise ValidationError(field, f"{field} must be a finite number >= {minimum}, got {value}")
+    # Compare before any float conversion: 10**400 has none.
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValidationError(field, f"{field} must be a finite number")
+    if not minimum <= value <= maximum:
+        raise ValidationError(field, f"{field} must be between {minimum} and {maximum:g}")
     return value
 
 
-def _integer(field: str, value: Any, *, minimum: int) -> int:
+def _integer(field: str, value: Any, *, minimum: int, maximum: int = MAX_SECONDS) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValidationError(field, f"{field} must be an integer, got {_type_name(value)}")
-    if value < minimum:
-        raise ValidationError(field, f"{field} must be >= {minimum}, got {value}")
+    if not minimum <= value <= maximum:
+        raise ValidationError(field, f"{field} must be between {minimum} and {maximum}")
     return value
 
 
@@ -248,7 +257,11 @@ def _trigger_args(trigger: str, body: Mapping[str, Any], tz: Any) -> dict[str, A
                 raise ValidationError(name, f"{name}: {exc}") from None
             args[name] = value
     if trigger == "interval":
-        total = timedelta(**{u: args.get(u, 0) for u in INTERVAL_UNITS}).total_seconds()
+        total = sum(args.get(unit, 0) * _UNIT_SECONDS[unit] for unit in INTERVAL_UNITS)
+        if total > MAX_SECONDS:
+            raise ValidationError(
+                "trigger", f"an interval trigger's interval must be at most {MAX_SECONDS} s"
+            )
         if total <= 0:
             raise ValidationError(
                 "trigger",

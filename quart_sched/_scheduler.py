@@ -172,7 +172,7 @@ class QuartExecutor(BaseExecutor):  # type: ignore[misc]
             for run_time in run_times:
                 if check_misfire and job.misfire_grace_time is not None:
                     late = datetime.now(timezone.utc) - run_time
-                    if late > timedelta(seconds=job.misfire_grace_time):
+                    if late.total_seconds() > job.misfire_grace_time:
                         logger.warning(
                             "Run of job %r scheduled at %s was missed by %s",
                             job.id,
@@ -501,12 +501,10 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
                     "the object up with.",
                 ) from exc
 
-    def run_job_now(self, job_id: str, jobstore: str | None = None) -> asyncio.Future[Any]:
+    def run_job_now(self, job: Job) -> asyncio.Future[Any]:
         """Run a job once now through its executor; the future yields its return value."""
         if self.state == STATE_STOPPED:
             raise SchedulerNotRunningError
-        with self._jobstores_lock:
-            job, _alias = self._lookup_job(job_id, jobstore)
         executor = self._lookup_executor(job.executor)
         loop = asyncio.get_running_loop()
         if not isinstance(executor, QuartExecutor):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from functools import wraps
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from quart import Response, request
 
-from . import _json
+from . import _jobs, _json
 from ._openapi import openapi_document
 from .errors import (
     ConflictingIdError,
@@ -84,6 +85,20 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _has_infinity(value: Any) -> bool:
+    """Whether ``value`` holds a float JSON cannot carry back out (1e400 parses to inf)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 async def read_json(*, required: bool = True) -> Any:
     """The request body as JSON, with or without a JSON Content-Type; None when empty."""
     data = await request.get_data(as_text=False)
@@ -93,11 +108,18 @@ async def read_json(*, required: bool = True) -> Any:
             raise ValidationError("body", "the body must be a JSON object")
         return None
     try:
-        return json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+        body = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
     except UnicodeDecodeError:
         raise ValidationError("body", "the body must be UTF-8 encoded JSON") from None
     except ValueError as exc:
         raise ValidationError("body", f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise ValidationError("body", "the JSON is nested too deeply") from None
+    fields = body.items() if isinstance(body, dict) else [("body", body)]
+    for field, value in fields:
+        if _has_infinity(value):
+            raise ValidationError(field, f"{field} holds a number too large for JSON")
+    return body
 
 
 def _cross_site() -> bool:
@@ -160,6 +182,8 @@ async def _job_json(ext: APScheduler, job_id: str) -> Response:
 def _import_error(exc: Exception, func: str | None) -> ValidationError:
     if func is not None and isinstance(exc, LookupError):
         return ValidationError("func", f"func {func!r} cannot be imported: {exc}")
+    if isinstance(exc, ValueError) and "argument" in str(exc):  # APScheduler's signature check
+        return ValidationError("args", f"args and kwargs do not fit the function: {exc}")
     return ValidationError("body", str(exc))
 
 
@@ -218,14 +242,29 @@ async def shutdown_scheduler(ext: APScheduler) -> Response:
     return no_content()
 
 
+def _check_fires(ext: APScheduler, spec: dict[str, Any]) -> None:
+    """Refuse a trigger that never fires (``day: 31, month: 2``, an end in the past)."""
+    if "trigger" not in spec:
+        return
+    trigger_name, trigger_args = _jobs.pop_trigger(dict(spec))
+    try:
+        trigger = ext.scheduler.make_trigger(trigger_name, trigger_args)
+        first = trigger.get_next_fire_time(None, datetime.now(ext.scheduler.timezone))
+    except (ValueError, TypeError, ArithmeticError) as exc:
+        raise ValidationError("trigger", f"trigger: {exc}") from None
+    if first is None:
+        raise ValidationError("trigger", "this trigger never fires: check its fields and dates")
+
+
 async def add_job(ext: APScheduler) -> Response:
     spec = _json.parse_job_body(await read_json(), tz=ext.scheduler.timezone)
+    _check_fires(ext, spec)
     ext.check_api_function(spec["func"])
     try:
         job = await ext.offload(ext.add_job, **spec)
     except ConflictingIdError:
         return error(409, f"Job {spec['id']!r} already exists")
-    except (LookupError, ValueError, TypeError) as exc:
+    except (LookupError, ValueError, TypeError, ArithmeticError) as exc:
         raise _import_error(exc, spec["func"]) from None
     return json_response(ext.job_to_dict(job))
 
@@ -249,12 +288,13 @@ async def update_job(ext: APScheduler, job_id: str) -> Response:
         await read_json(), tz=ext.scheduler.timezone, partial=True, url_id=job_id
     )
     changes.pop("id", None)
+    _check_fires(ext, changes)
     if "func" in changes:
         ext.check_api_function(changes["func"])
     if changes:
         try:
             await ext.offload(ext.modify_job, job_id, **changes)
-        except (LookupError, ValueError, TypeError) as exc:
+        except (LookupError, ValueError, TypeError, ArithmeticError) as exc:
             if isinstance(exc, (JobLookupError, ConflictingIdError)):
                 raise
             raise _import_error(exc, changes.get("func")) from None
@@ -279,7 +319,7 @@ async def run_job(ext: APScheduler, job_id: str) -> Response:
     if job is None:
         raise JobLookupError(job_id)
     try:
-        future = ext.run_job(job_id)
+        future = ext.submit_run(job)
     except SchedulerNotRunningError:
         raise ValidationError("state", "the scheduler is not running: POST /start first") from None
     except MaxInstancesReachedError:
