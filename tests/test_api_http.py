@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -43,9 +42,11 @@ def wait_for_port(server: Server, port: int) -> None:
         if server.proc.poll() is not None:
             raise AssertionError(f"hypercorn exited early\n{server.output()}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
+            # An open port is not enough: Hypercorn's parent binds it before the worker has
+            # finished starting up. Wait for a real HTTP answer.
+            httpx.get(f"http://127.0.0.1:{port}/scheduler", timeout=1.0)
+            return
+        except httpx.TransportError:
             if time.monotonic() > deadline:
                 raise AssertionError(
                     f"port {port} not open within {DEADLINE} s\n{server.output()}"
