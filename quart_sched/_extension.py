@@ -461,11 +461,17 @@ class APScheduler:
         now = datetime.now(self._scheduler.timezone)
         times: list[datetime] = []
         previous = None
-        current = job.next_run_time or job.trigger.get_next_fire_time(None, now)
+        try:
+            current = job.next_run_time or job.trigger.get_next_fire_time(None, now)
+        except (OverflowError, ValueError):
+            return times
         while current is not None and len(times) < n:
             times.append(current)
             previous = current
-            current = job.trigger.get_next_fire_time(previous, previous)
+            try:
+                current = job.trigger.get_next_fire_time(previous, previous)
+            except (OverflowError, ValueError):  # the calendar ends at year 9999
+                break
             if current is not None and current <= previous:
                 break
         return times

@@ -55,7 +55,14 @@ FUNC_REF = re.compile(rf"^{_NAME}(\.{_NAME})*:{_NAME}(\.{_NAME})*$")
 
 
 def isoformat(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
+    """ISO 8601 / RFC 3339; a pre-1900s local mean time offset (+00:09:21) is given in UTC,
+    since RFC 3339 offsets have no seconds."""
+    if value is None:
+        return None
+    offset = value.utcoffset()
+    if offset is not None and offset.seconds % 60:
+        value = value.astimezone(timezone.utc)
+    return value.isoformat()
 
 
 def _split_interval(delta: timedelta) -> dict[str, int | float]:
@@ -203,7 +210,7 @@ def _timezone(value: Any) -> ZoneInfo:
     text = _string("timezone", value)
     try:
         return ZoneInfo(text)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # "Europe" is a tzdata directory
         raise ValidationError(
             "timezone", f"timezone: {text!r} is not an IANA time zone such as 'Europe/Paris'"
         ) from None

@@ -36,8 +36,18 @@ _JOB_ID = {
     "schema": {"type": "string", "maxLength": MAX_ID_LENGTH},
 }
 _TRIGGER_PROPERTIES: dict[str, Any] = {
-    "trigger": {"type": "string", "enum": ["date", "interval", "cron"]},
-    "run_date": _DATETIME,
+    "trigger": {
+        "anyOf": [
+            {"type": "string", "enum": ["date", "interval", "cron"]},
+            {
+                "type": "object",
+                "description": "Flask-APScheduler's legacy form: "
+                '{"type": "cron", "minute": 5} (type defaults to date)',
+            },
+            {"type": "null", "description": "no trigger: run once, now"},
+        ]
+    },
+    "run_date": _NULLABLE_DATETIME,
     "start_date": _NULLABLE_DATETIME,
     "end_date": _NULLABLE_DATETIME,
     "timezone": {"type": ["string", "null"], "description": "IANA zone, e.g. Europe/Paris"},
@@ -116,7 +126,7 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {**_JOB_FIELDS, **_TRIGGER_PROPERTIES},
     },
     "Shutdown": {
-        "type": "object",
+        "type": ["object", "null"],
         "additionalProperties": False,
         "properties": {"wait": {"type": "boolean", "default": True}},
     },
@@ -259,7 +269,12 @@ def _paths(prefix: str) -> dict[str, Any]:
         f"{job}/run": {
             "parameters": [
                 _JOB_ID,
-                {"name": "wait", "in": "query", "schema": {"type": "string", "enum": ["false"]}},
+                {
+                    "name": "wait",
+                    "in": "query",
+                    "description": "false, 0 or no (any case): answer 202 at once",
+                    "schema": {"type": "string"},
+                },
             ],
             "post": {
                 "operationId": "run_job",
@@ -316,12 +331,26 @@ def _paths(prefix: str) -> dict[str, Any]:
     }
 
 
+def _with_common_errors(paths: dict[str, Any]) -> dict[str, Any]:
+    """Auth guards every route (401); every route that reads a job can meet a job store
+    that is down (503)."""
+    for path, item in paths.items():
+        for method, operation in item.items():
+            if method == "parameters":
+                continue
+            responses = operation["responses"]
+            responses.setdefault("401", _COMMON_ERRORS["401"])
+            if "{job_id}" in path or path.endswith("/jobs"):
+                responses.setdefault("503", _STORE_DOWN)
+    return paths
+
+
 @cache
 def _document(prefix: str) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "quart_sched scheduler API", "version": "1"},
-        "paths": _paths(prefix),
+        "paths": _with_common_errors(_paths(prefix)),
         "components": {
             "schemas": _SCHEMAS,
             "securitySchemes": {

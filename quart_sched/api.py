@@ -85,18 +85,30 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _has_infinity(value: Any) -> bool:
-    """Whether ``value`` holds a float JSON cannot carry back out (1e400 parses to inf)."""
+def _unstorable(value: Any) -> str | None:
+    """What in ``value`` JSON (or UTF-8) cannot carry back out: 1e400 parses to inf, and
+    ``"\\ud800"`` to a lone surrogate. None when all is well."""
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, float) and not math.isfinite(item):
-            return True
+            return "a number too large for JSON"
+        if isinstance(item, str) and not _is_utf8(item):
+            return "a lone surrogate (\\ud800-\\udfff), which is not text"
         if isinstance(item, dict):
+            stack.extend(item.keys())
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
-    return False
+    return None
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 async def read_json(*, required: bool = True) -> Any:
@@ -117,8 +129,10 @@ async def read_json(*, required: bool = True) -> Any:
         raise ValidationError("body", "the JSON is nested too deeply") from None
     fields = body.items() if isinstance(body, dict) else [("body", body)]
     for field, value in fields:
-        if _has_infinity(value):
-            raise ValidationError(field, f"{field} holds a number too large for JSON")
+        problem = _unstorable([field, value])
+        if problem is not None:
+            name = field if _is_utf8(field) else "body"
+            raise ValidationError(name, f"{name} holds {problem}")
     return body
 
 
@@ -343,13 +357,15 @@ async def get_functions(ext: APScheduler) -> Response:
 
 async def get_next_run_times(ext: APScheduler, job_id: str) -> Response:
     raw = request.args.get("n", "5")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_NEXT_RUN_TIMES:
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 3) or not (
+        1 <= int(raw) <= MAX_NEXT_RUN_TIMES
+    ):
         raise ValidationError("n", f"n must be an integer from 1 to {MAX_NEXT_RUN_TIMES}")
     job = await ext.offload(ext.get_job, job_id)
     if job is None:
         raise JobLookupError(job_id)
     times: list[datetime] = ext.next_run_times(job, int(raw))
-    return json_response({"id": job.id, "next_run_times": [t.isoformat() for t in times]})
+    return json_response({"id": job.id, "next_run_times": [_json.isoformat(t) for t in times]})
 
 
 async def get_openapi(ext: APScheduler) -> Response:
