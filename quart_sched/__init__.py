@@ -8,10 +8,12 @@ from __future__ import annotations
 from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING, STATE_STOPPED
 
 from ._extension import APScheduler
+from ._history import RunHistory, RunPage
 from ._scheduler import QuartExecutor, QuartScheduler
 from .errors import (
     ConfigurationError,
     ConflictingIdError,
+    HistoryUnavailableError,
     JobLookupError,
     JobNotStorableError,
     QuartSchedError,
@@ -26,11 +28,14 @@ __all__ = [
     "APScheduler",
     "ConfigurationError",
     "ConflictingIdError",
+    "HistoryUnavailableError",
     "JobLookupError",
     "JobNotStorableError",
     "QuartExecutor",
     "QuartSchedError",
     "QuartScheduler",
+    "RunHistory",
+    "RunPage",
     "SchedulerAlreadyRunningError",
     "SchedulerNotRunningError",
 ]

@@ -7,6 +7,7 @@ same table for users. The app config is read once, in ``init_app``.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import tzinfo
@@ -19,6 +20,9 @@ DEFAULT_ENDPOINT_PREFIX = "scheduler."
 DEFAULT_SHUTDOWN_TIMEOUT = 20.0
 DEFAULT_JOBSTORE_RETRY_INTERVAL = 10.0
 DEFAULT_API_RUN_TIMEOUT = 30.0
+DEFAULT_HISTORY_FILE = "quart_sched.sqlite"
+DEFAULT_HISTORY_KEEP_RUNS = 1000
+DEFAULT_HISTORY_KEEP_DAYS = 30.0
 
 #: key -> (type shown in the docs, default, meaning)
 KEYS: dict[str, tuple[str, str, str]] = {
@@ -43,6 +47,21 @@ KEYS: dict[str, tuple[str, str, str]] = {
         "float",
         str(DEFAULT_API_RUN_TIMEOUT),
         "Seconds POST /jobs/<id>/run waits for the run before answering 202.",
+    ),
+    "SCHEDULER_HISTORY": (
+        "str | False",
+        f"<instance folder>/{DEFAULT_HISTORY_FILE}",
+        'Run history file, ":memory:", or False to record nothing.',
+    ),
+    "SCHEDULER_HISTORY_KEEP_RUNS": (
+        "int | None",
+        str(DEFAULT_HISTORY_KEEP_RUNS),
+        "Runs kept per job (None: all).",
+    ),
+    "SCHEDULER_HISTORY_KEEP_DAYS": (
+        "float | None",
+        str(DEFAULT_HISTORY_KEEP_DAYS),
+        "Days runs are kept (None: forever).",
     ),
     "SCHEDULER_SHUTDOWN_TIMEOUT": (
         "float",
@@ -73,6 +92,9 @@ class SchedulerConfig:
     auth: Any = None
     api_allowed_funcs: tuple[str, ...] = ()
     api_run_timeout: float = DEFAULT_API_RUN_TIMEOUT
+    history: str | None = None
+    history_keep_runs: int | None = DEFAULT_HISTORY_KEEP_RUNS
+    history_keep_days: float | None = DEFAULT_HISTORY_KEEP_DAYS
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     jobstore_retry_interval: float = DEFAULT_JOBSTORE_RETRY_INTERVAL
     scheduler_options: Mapping[str, Any] = field(default_factory=dict)
@@ -100,9 +122,32 @@ def _mapping(config: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
     }
 
 
+def _history(config: Mapping[str, Any], instance_path: str) -> str | None:
+    value = config.get("SCHEDULER_HISTORY", True)
+    if value is False or value is None:
+        return None
+    if value is True:
+        return os.path.join(instance_path, DEFAULT_HISTORY_FILE)
+    if not isinstance(value, (str, os.PathLike)) or not str(value):
+        raise ConfigurationError(
+            f'SCHEDULER_HISTORY must be a file path, ":memory:" or False, got {value!r}'
+        )
+    return str(value)
+
+
+def _limit(config: Mapping[str, Any], key: str, default: float) -> Any:
+    value = config.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigurationError(f"{key} must be a positive number or None, got {value!r}")
+    return value
+
+
 def load_config(
     config: Mapping[str, Any],
     *,
+    instance_path: str = ".",
     api_enabled: bool,
     api_prefix: str,
     endpoint_prefix: str,
@@ -166,6 +211,9 @@ def load_config(
         auth=config.get("SCHEDULER_AUTH", auth),
         api_allowed_funcs=tuple(funcs),
         api_run_timeout=_seconds(config, "SCHEDULER_API_RUN_TIMEOUT", DEFAULT_API_RUN_TIMEOUT),
+        history=_history(config, instance_path),
+        history_keep_runs=_limit(config, "SCHEDULER_HISTORY_KEEP_RUNS", DEFAULT_HISTORY_KEEP_RUNS),
+        history_keep_days=_limit(config, "SCHEDULER_HISTORY_KEEP_DAYS", DEFAULT_HISTORY_KEEP_DAYS),
         shutdown_timeout=_seconds(config, "SCHEDULER_SHUTDOWN_TIMEOUT", DEFAULT_SHUTDOWN_TIMEOUT),
         jobstore_retry_interval=retry,
         scheduler_options=options,

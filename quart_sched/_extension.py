@@ -22,10 +22,12 @@ from ._config import (
     SchedulerConfig,
     load_config,
 )
+from ._history import RunHistory, RunPage
 from ._jobs import fix_job_def, pop_trigger
 from ._scheduler import QuartScheduler
 from .errors import (
     FunctionNotAllowedError,
+    HistoryUnavailableError,
     JobLookupError,
     JobStoreUnavailableError,
     QuartSchedError,
@@ -151,6 +153,7 @@ class APScheduler:
             )
         config = load_config(
             app.config,
+            instance_path=app.instance_path,
             api_enabled=self.api_enabled,
             api_prefix=self.api_prefix,
             endpoint_prefix=self.endpoint_prefix,
@@ -172,6 +175,16 @@ class APScheduler:
         app.apscheduler = self  # type: ignore[attr-defined]  # Flask-APScheduler's name
         self._scheduler.app = app
         self._scheduler.shutdown_timeout = config.shutdown_timeout
+        self._scheduler.history = (
+            RunHistory(
+                config.history,
+                keep_runs=config.history_keep_runs,
+                keep_days=config.history_keep_days,
+                host=self.host_name,
+            )
+            if config.history
+            else None
+        )
         self._scheduler.apply_options(config.scheduler_options)
 
         for job in config.jobs:
@@ -189,7 +202,13 @@ class APScheduler:
 
     def _make_before_serving(self, app: Quart) -> Callable[[], Any]:
         async def start_scheduler() -> None:
-            if self.app is not app or self.running:
+            if self.app is not app:
+                return
+            history = self._scheduler.history
+            if history is not None:  # open while the app serves, whatever the scheduler does
+                self._scheduler.keep_history_open = True
+                history.start()
+            if self.running:
                 return
             paused = self._start_requested
             if paused is None:
@@ -212,6 +231,9 @@ class APScheduler:
                 self._restart_on_serve = self.state == STATE_PAUSED
             self._started_by_serving = False
             await self._scheduler.aclose()
+            self._scheduler.keep_history_open = False
+            if self._scheduler.history is not None:
+                await self._scheduler.history.aclose()  # after the drain: all recorded
 
         return stop_scheduler
 
@@ -495,3 +517,50 @@ class APScheduler:
                     f"the job store cannot be reached ({type(exc).__name__}); try again later"
                 ) from exc
             raise
+
+    # run history --------------------------------------------------------------------
+
+    @property
+    def history(self) -> RunHistory | None:
+        """Where runs are recorded (``SCHEDULER_HISTORY``), or None when it is off."""
+        return self._scheduler.history
+
+    def _open_history(self) -> RunHistory:
+        history = self._scheduler.history
+        if history is None:
+            raise HistoryUnavailableError("run history is off (SCHEDULER_HISTORY = False)")
+        return history
+
+    async def get_runs(
+        self,
+        job_id: str | None = None,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        outcome: str | list[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> RunPage:
+        """Recorded runs, newest first, of one job or of all::
+
+            page = await scheduler.get_runs("report", outcome="error", limit=20)
+            for run in page.runs:
+                print(run["started_at"], run["error"])
+            older = await scheduler.get_runs("report", cursor=page.next_cursor)
+
+        ``outcome`` is one or several of success, error, missed, skipped, interrupted,
+        running; ``since``/``until`` bound the start time.
+
+        :raises HistoryUnavailableError: if history is off or its file cannot be read
+        """
+        return await self._open_history().runs(
+            job_id, limit=limit, cursor=cursor, outcome=outcome, since=since, until=until
+        )
+
+    async def get_running_runs(self) -> list[dict[str, Any]]:
+        """The runs under way now, as recorded."""
+        return await self._open_history().running()
+
+    async def get_last_runs(self, job_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The latest recorded run of each of ``job_ids`` that has one."""
+        return await self._open_history().last_runs(job_ids)

@@ -46,6 +46,7 @@ MAX_ID_LENGTH = 200
 #: Longest interval, grace time or jitter the API takes: 100 years, far below what
 #: timedelta and datetime arithmetic overflow on.
 MAX_SECONDS = 100 * 366 * 86400
+MAX_INSTANCES = 10_000
 _UNIT_SECONDS = {"weeks": 604800, "days": 86400, "hours": 3600, "minutes": 60, "seconds": 1}
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 FUNC_REF = re.compile(rf"^{_NAME}(\.{_NAME})*:{_NAME}(\.{_NAME})*$")
@@ -313,11 +314,15 @@ def parse_job_body(
         if field in SERVER_ONLY_FIELDS:
             raise ValidationError(field, f"{field} cannot be set over the API")
         if field not in allowed:
-            if trigger is None and any(field in trigger_arg_names(t) for t in TRIGGER_CLASSES):
+            owners = [t for t in sorted(TRIGGER_CLASSES) if field in trigger_arg_names(t)]
+            if trigger is None and owners:
+                example = {"cron": '"hour": 4', "interval": '"seconds": 10'}.get(
+                    owners[0], f'"{field}": ...'
+                )
                 raise ValidationError(
                     field,
                     f"{field} is a trigger argument: send it with its trigger, "
-                    'e.g. {"trigger": "interval", "seconds": 10}',
+                    f'e.g. {{"trigger": "{owners[0]}", {example}}}',
                 )
             raise ValidationError(field, f"unknown field {field!r}")
 
@@ -350,7 +355,9 @@ def parse_job_body(
             None if value is None else _integer("misfire_grace_time", value, minimum=1)
         )
     if "max_instances" in data:
-        out["max_instances"] = _integer("max_instances", data["max_instances"], minimum=1)
+        out["max_instances"] = _integer(
+            "max_instances", data["max_instances"], minimum=1, maximum=MAX_INSTANCES
+        )
     if "coalesce" in data:
         if not isinstance(data["coalesce"], bool):
             raise ValidationError("coalesce", "coalesce must be true or false")

@@ -67,6 +67,26 @@ _JOB_FIELDS: dict[str, Any] = {
     "next_run_time": _NULLABLE_DATETIME,
 }
 
+_RUN_PROPERTIES: dict[str, Any] = {
+    "run_id": {"type": "string"},
+    "job_id": {"type": "string"},
+    "outcome": {
+        "type": "string",
+        "enum": ["success", "error", "missed", "skipped", "interrupted", "running"],
+    },
+    "scheduled_run_time": _NULLABLE_DATETIME,
+    "started_at": _NULLABLE_DATETIME,
+    "finished_at": _NULLABLE_DATETIME,
+    "duration": {"type": ["number", "null"], "minimum": 0},
+    "error": {"type": ["string", "null"], "description": "'Type: message'"},
+    "error_type": {"type": ["string", "null"]},
+    "error_message": {"type": ["string", "null"]},
+    "traceback": {"type": ["string", "null"]},
+    "host": {"type": "string"},
+    "pid": {"type": "integer"},
+}
+_LAST_RUN_KEYS = ("run_id", "outcome", "started_at", "finished_at", "duration", "error")
+
 _SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
@@ -111,8 +131,24 @@ _SCHEMAS: dict[str, Any] = {
             "max_instances": {"type": ["integer", "null"]},
             "next_run_time": _NULLABLE_DATETIME,
             "running_instances": {"type": "integer", "minimum": 0},
+            "last_run": {
+                "anyOf": [
+                    {
+                        "type": "object",
+                        "required": list(_LAST_RUN_KEYS),
+                        "properties": {key: _RUN_PROPERTIES[key] for key in _LAST_RUN_KEYS},
+                    },
+                    {"type": "null"},
+                ]
+            },
         },
     },
+    "Run": {
+        "type": "object",
+        "required": list(_RUN_PROPERTIES),
+        "properties": _RUN_PROPERTIES,
+    },
+    "RunList": {"type": "array", "items": _ref("Run")},
     "JobList": {"type": "array", "items": _ref("Job")},
     "NewJob": {
         "type": "object",
@@ -161,9 +197,72 @@ _STORE_DOWN = _error("A job store cannot be reached")
 _STATE = _error("The scheduler is not in a state that allows this")
 
 
+_RUNS_PARAMETERS = [
+    {
+        "name": "limit",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
+    },
+    {
+        "name": "cursor",
+        "in": "query",
+        "description": "the X-Next-Cursor of the previous page",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": "outcome",
+        "in": "query",
+        "description": "comma-separated outcomes to keep",
+        "schema": {"type": "string"},
+    },
+    {"name": "since", "in": "query", "schema": {"type": "string", "format": "date-time"}},
+    {"name": "until", "in": "query", "schema": {"type": "string", "format": "date-time"}},
+]
+_RUN_PAGE = {
+    "description": "Runs, newest first",
+    "headers": {
+        "X-Next-Cursor": {"schema": {"type": "string"}, "description": "absent on the last page"},
+        "Link": {"schema": {"type": "string"}, "description": 'the next page, rel="next"'},
+    },
+    **_json_content(_ref("RunList")),
+}
+_HISTORY_DOWN = _error("Run history is off or its file cannot be read")
+
+
 def _paths(prefix: str) -> dict[str, Any]:
     job = f"{prefix}/jobs/{{job_id}}"
     return {
+        f"{job}/runs": {
+            "parameters": [_JOB_ID, *_RUNS_PARAMETERS],
+            "get": {
+                "operationId": "get_job_runs",
+                "responses": {
+                    "200": _RUN_PAGE,
+                    "400": _error("A bad query parameter"),
+                    "503": _HISTORY_DOWN,
+                },
+            },
+        },
+        f"{prefix}/runs": {
+            "parameters": _RUNS_PARAMETERS,
+            "get": {
+                "operationId": "get_runs",
+                "responses": {
+                    "200": _RUN_PAGE,
+                    "400": _error("A bad query parameter"),
+                    "503": _HISTORY_DOWN,
+                },
+            },
+        },
+        f"{prefix}/runs/running": {
+            "get": {
+                "operationId": "get_running_runs",
+                "responses": {
+                    "200": {"description": "Runs under way", **_json_content(_ref("RunList"))},
+                    "503": _HISTORY_DOWN,
+                },
+            },
+        },
         prefix or "/": {
             "get": {
                 "operationId": "get_scheduler_info",
@@ -351,6 +450,8 @@ def _document(prefix: str) -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "quart_sched scheduler API", "version": "1"},
         "paths": _with_common_errors(_paths(prefix)),
+        # Which scheme applies depends on SCHEDULER_AUTH; none when it is unset.
+        "security": [{}, {"basic": []}, {"bearer": []}],
         "components": {
             "schemas": _SCHEMAS,
             "securitySchemes": {

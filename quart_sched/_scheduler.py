@@ -67,6 +67,8 @@ if TYPE_CHECKING:
     from blinker import NamedSignal
     from quart import Quart
 
+    from ._history import RunHistory
+
 logger = logging.getLogger("quart_sched")
 
 DEFAULT_MAX_WORKERS = 10
@@ -181,6 +183,7 @@ class QuartExecutor(BaseExecutor):  # type: ignore[misc]
                         )
                         events.append(JobExecutionEvent(EVENT_JOB_MISSED, job.id, alias, run_time))
                         await scheduler.report(signals.job_missed, job.id, run_time)
+                        await scheduler.record_not_run(job.id, run_time, "missed")
                         continue
                 events.append(await self._run_once(batch, job, run_time))
         finally:
@@ -195,6 +198,8 @@ class QuartExecutor(BaseExecutor):  # type: ignore[misc]
         app = scheduler.app
         context: Any = app.app_context() if app is not None else _null_async_context()
         logger.debug("Running job %r (scheduled at %s)", job.id, run_time.isoformat())
+        history = scheduler.history
+        run_id = history.started(job.id, run_time) if history is not None else None
         try:
             async with context:
                 if iscoroutinefunction_partial(job.func):
@@ -214,6 +219,9 @@ class QuartExecutor(BaseExecutor):  # type: ignore[misc]
                 run_time.isoformat(),
             )
             await asyncio.shield(scheduler.report(signals.job_interrupted, job.id, run_time))
+            await asyncio.shield(
+                scheduler.record_finished(run_id, job.id, run_time, "interrupted")
+            )
             raise
         except Exception as exc:
             formatted = "".join(traceback.format_tb(exc.__traceback__))
@@ -228,6 +236,9 @@ class QuartExecutor(BaseExecutor):  # type: ignore[misc]
             await scheduler.report(
                 signals.job_failed, job.id, run_time, exception=exc, traceback=formatted
             )
+            await scheduler.record_finished(
+                run_id, job.id, run_time, "error", error=exc, traceback=formatted
+            )
             event = JobExecutionEvent(
                 EVENT_JOB_ERROR, job.id, alias, run_time, exception=exc, traceback=formatted
             )
@@ -235,6 +246,7 @@ class QuartExecutor(BaseExecutor):  # type: ignore[misc]
             return event
         logger.debug("Job %r (scheduled at %s) executed", job.id, run_time.isoformat())
         await scheduler.report(signals.job_executed, job.id, run_time, retval=retval)
+        await scheduler.record_finished(run_id, job.id, run_time, "success")
         return JobExecutionEvent(EVENT_JOB_EXECUTED, job.id, alias, run_time, retval=retval)
 
 
@@ -276,6 +288,10 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
     app: Quart | None = None
     #: Seconds running jobs get to finish in :meth:`aclose`.
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    #: Where runs are recorded; set by the extension (None: not recorded).
+    history: RunHistory | None = None
+    #: While True (the app serves), the history stays open when the scheduler stops.
+    keep_history_open = False
 
     def __init__(self, gconfig: Mapping[str, Any] | None = None, **options: Any) -> None:
         self._init_quart_state()
@@ -543,6 +559,8 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
         self._eventloop = asyncio.get_running_loop()
         self._generation += 1
         self._failing_stores.clear()
+        if self.history is not None:
+            self.history.start()
         self._starting = True
         try:
             super().start(paused)
@@ -615,6 +633,8 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
                 batch.pool.shutdown(wait=False)
         if self._generation == generation:  # not started again in the meantime
             self._close_stores(stores)
+            if self.history is not None and not self.keep_history_open:
+                await self.history.aclose()  # after the drain: interruptions are recorded
         logger.info("Scheduler shut down")
 
     def _keep_memory_jobs(self) -> None:
@@ -675,10 +695,31 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
             logger.exception("A receiver of %s failed for job %r", signal.name, job_id)
 
     def _report_soon(self, signal: NamedSignal, job_id: str, run_time: datetime) -> None:
-        if signal.receivers and self._eventloop is not None:
-            task = self._eventloop.create_task(self.report(signal, job_id, run_time))
+        history = self.history
+        if (signal.receivers or history is not None) and self._eventloop is not None:
+            task = self._eventloop.create_task(self._report_skip(signal, job_id, run_time))
             self._reports.add(task)
             task.add_done_callback(self._reports.discard)
+
+    async def _report_skip(self, signal: NamedSignal, job_id: str, run_time: datetime) -> None:
+        await self.report(signal, job_id, run_time)
+        await self.record_not_run(job_id, run_time, "skipped")
+
+    async def record_finished(
+        self, run_id: str | None, job_id: str, run_time: datetime, outcome: str, **error: Any
+    ) -> None:
+        """Record how a run ended in the history, and send ``run_finished``."""
+        if run_id is None or self.history is None:
+            return
+        run = self.history.finished(run_id, outcome, **error)
+        await self.report(signals.run_finished, job_id, run_time, run=run)
+
+    async def record_not_run(self, job_id: str, run_time: datetime, outcome: str) -> None:
+        """Record a run that never started (missed, skipped), and send ``run_finished``."""
+        if self.history is None:
+            return
+        run = self.history.not_run(job_id, run_time, outcome)
+        await self.report(signals.run_finished, job_id, run_time, run=run)
 
     # the wake-up loop -----------------------------------------------------------------
 

@@ -8,13 +8,15 @@ extension's public methods.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timezone
 from functools import wraps
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from quart import Response, request
 
@@ -23,6 +25,7 @@ from ._openapi import openapi_document
 from .errors import (
     ConflictingIdError,
     FunctionNotAllowedError,
+    HistoryUnavailableError,
     JobLookupError,
     JobStoreUnavailableError,
     MaxInstancesReachedError,
@@ -60,7 +63,12 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     ("get_functions", "/functions", "GET"),
     ("get_next_run_times", "/jobs/<job_id>/next_run_times", "GET"),
     ("get_openapi", "/openapi.json", "GET"),
+    ("get_job_runs", "/jobs/<job_id>/runs", "GET"),
+    ("get_runs", "/runs", "GET"),
+    ("get_running_runs", "/runs/running", "GET"),
 )
+MAX_RUNS_PAGE = 500
+OUTCOME_FILTERS = frozenset({"success", "error", "missed", "skipped", "interrupted", "running"})
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -169,7 +177,7 @@ def _guarded(ext: APScheduler, view: View) -> View:
             return error(404, f"Job {kwargs.get('job_id')!r} not found")
         except ConflictingIdError:
             return error(409, "a job with this id already exists")
-        except JobStoreUnavailableError as exc:
+        except (JobStoreUnavailableError, HistoryUnavailableError) as exc:
             return error(503, str(exc))
 
     return guarded
@@ -186,11 +194,28 @@ def register_api(ext: APScheduler, app: Quart) -> None:
         )
 
 
-async def _job_json(ext: APScheduler, job_id: str) -> Response:
+async def _jobs_json(ext: APScheduler, jobs: list[Any]) -> list[dict[str, Any]]:
+    """Jobs as JSON, each with a summary of its last recorded run (null if none)."""
+    data = [ext.job_to_dict(job) for job in jobs]
+    last: dict[str, dict[str, Any]] = {}
+    if ext.history is not None and data:
+        # Unavailable history: the jobs are still worth showing; the runs routes say why.
+        with contextlib.suppress(HistoryUnavailableError):
+            last = await ext.get_last_runs([item["id"] for item in data])
+    for item in data:
+        run = last.get(item["id"])
+        item["last_run"] = None if run is None else {key: run[key] for key in LAST_RUN_KEYS}
+    return data
+
+
+LAST_RUN_KEYS = ("run_id", "outcome", "started_at", "finished_at", "duration", "error")
+
+
+async def _job_json(ext: APScheduler, job_id: str, status: int = 200) -> Response:
     job = await ext.offload(ext.get_job, job_id)
     if job is None:
         raise JobLookupError(job_id)
-    return json_response(ext.job_to_dict(job))
+    return json_response((await _jobs_json(ext, [job]))[0], status)
 
 
 def _import_error(exc: Exception, func: str | None) -> ValidationError:
@@ -268,6 +293,15 @@ def _check_fires(ext: APScheduler, spec: dict[str, Any]) -> None:
         raise ValidationError("trigger", f"trigger: {exc}") from None
     if first is None:
         raise ValidationError("trigger", "this trigger never fires: check its fields and dates")
+    grace = spec.get("misfire_grace_time", ext.scheduler.job_defaults["misfire_grace_time"])
+    if trigger_name == "date" and grace is not None:
+        late = datetime.now(timezone.utc) - first
+        if late.total_seconds() > grace:
+            raise ValidationError(
+                "run_date",
+                f"run_date is {late} in the past, beyond misfire_grace_time ({grace} s): "
+                "the run would be dropped as missed",
+            )
 
 
 async def add_job(ext: APScheduler) -> Response:
@@ -280,7 +314,7 @@ async def add_job(ext: APScheduler) -> Response:
         return error(409, f"Job {spec['id']!r} already exists")
     except (LookupError, ValueError, TypeError, ArithmeticError) as exc:
         raise _import_error(exc, spec["func"]) from None
-    return json_response(ext.job_to_dict(job))
+    return json_response((await _jobs_json(ext, [job]))[0])
 
 
 async def get_job(ext: APScheduler, job_id: str) -> Response:
@@ -289,7 +323,7 @@ async def get_job(ext: APScheduler, job_id: str) -> Response:
 
 async def get_jobs(ext: APScheduler) -> Response:
     jobs = await ext.offload(ext.get_jobs)
-    return json_response([ext.job_to_dict(job) for job in jobs])
+    return json_response(await _jobs_json(ext, jobs))
 
 
 async def delete_job(ext: APScheduler, job_id: str) -> Response:
@@ -341,11 +375,11 @@ async def run_job(ext: APScheduler, job_id: str) -> Response:
             409, f"Job {job_id!r} is already running its max_instances ({job.max_instances}) times"
         )
     if not wait:
-        return json_response(ext.job_to_dict(job), 202)
+        return json_response((await _jobs_json(ext, [job]))[0], 202)
     try:
         await asyncio.wait_for(asyncio.shield(future), timeout=ext.api_run_timeout)
     except asyncio.TimeoutError:
-        return json_response(ext.job_to_dict(job), 202)  # still running; it goes on
+        return json_response((await _jobs_json(ext, [job]))[0], 202)  # it goes on
     except Exception as exc:  # the job's own failure, already logged by the executor
         return error(500, f"Job {job_id!r} failed: {type(exc).__name__}: {exc}")
     return await _job_json(ext, job_id)
@@ -370,6 +404,65 @@ async def get_next_run_times(ext: APScheduler, job_id: str) -> Response:
 
 async def get_openapi(ext: APScheduler) -> Response:
     return json_response(openapi_document(ext.api_prefix))
+
+
+def _query_time(name: str) -> datetime | None:
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    try:
+        value = _jobs.parse_datetime(raw, name)
+    except ValueError as exc:
+        raise ValidationError(name, str(exc)) from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+
+
+def _runs_query() -> dict[str, Any]:
+    """limit, cursor, outcome (comma-separated or repeated), since, until."""
+    raw_limit = request.args.get("limit", "50")
+    if not (raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) <= 4) or not (
+        1 <= int(raw_limit) <= MAX_RUNS_PAGE
+    ):
+        raise ValidationError("limit", f"limit must be an integer from 1 to {MAX_RUNS_PAGE}")
+    cursor = request.args.get("cursor")
+    if cursor is not None and not (cursor.isascii() and cursor.isdigit() and len(cursor) < 19):
+        raise ValidationError("cursor", "cursor must be a next_cursor this API gave")
+    outcomes = [o for raw in request.args.getlist("outcome") for o in raw.split(",") if o]
+    unknown = sorted(set(outcomes) - OUTCOME_FILTERS)
+    if unknown:
+        known = ", ".join(sorted(OUTCOME_FILTERS))
+        raise ValidationError("outcome", f"unknown outcome {unknown[0]!r}; use: {known}")
+    return {
+        "limit": int(raw_limit),
+        "cursor": cursor,
+        "outcome": outcomes or None,
+        "since": _query_time("since"),
+        "until": _query_time("until"),
+    }
+
+
+def _page_response(page: Any) -> Response:
+    response = json_response(page.runs)
+    if page.next_cursor is not None:
+        response.headers["X-Next-Cursor"] = page.next_cursor
+        args = request.args.to_dict(flat=False)
+        args["cursor"] = [page.next_cursor]
+        query = urlencode(args, doseq=True)
+        response.headers["Link"] = f'<{request.path}?{query}>; rel="next"'
+    return response
+
+
+async def get_job_runs(ext: APScheduler, job_id: str) -> Response:
+    """A job's runs, newest first (a removed job's runs too: history outlives jobs)."""
+    return _page_response(await ext.get_runs(job_id, **_runs_query()))
+
+
+async def get_runs(ext: APScheduler) -> Response:
+    return _page_response(await ext.get_runs(None, **_runs_query()))
+
+
+async def get_running_runs(ext: APScheduler) -> Response:
+    return json_response(await ext.get_running_runs())
 
 
 VIEWS: dict[str, Callable[..., Awaitable[Response]]] = {

@@ -10,6 +10,7 @@ __all__ = [
     "ConfigurationError",
     "ConflictingIdError",
     "FunctionNotAllowedError",
+    "HistoryUnavailableError",
     "JobLookupError",
     "JobNotStorableError",
     "JobStoreUnavailableError",
@@ -59,6 +60,10 @@ class FunctionNotAllowedError(QuartSchedError, PermissionError):
             "@scheduler.api_function, or allow it in SCHEDULER_API_ALLOWED_FUNCS"
         )
         self.func = func
+
+
+class HistoryUnavailableError(QuartSchedError):
+    """The run history is off, or its file cannot be opened or read (locked, corrupted)."""
 
 
 class JobStoreUnavailableError(QuartSchedError):

@@ -29,5 +29,15 @@ job_missed = _signals.signal("quart_sched.job-missed")
 job_skipped = _signals.signal("quart_sched.job-skipped")
 #: A run was still going when the scheduler shut down and was cancelled.
 job_interrupted = _signals.signal("quart_sched.job-interrupted")
+#: Any run ended, whatever the outcome, and was recorded in the run history: ``run`` is
+#: the record as the API shows it (only sent while the history is on).
+run_finished = _signals.signal("quart_sched.run-finished")
 
-__all__ = ["job_executed", "job_failed", "job_interrupted", "job_missed", "job_skipped"]
+__all__ = [
+    "job_executed",
+    "job_failed",
+    "job_interrupted",
+    "job_missed",
+    "job_skipped",
+    "run_finished",
+]

@@ -72,7 +72,10 @@ KNOWN_500S: dict[str, Callable[[BaseException], bool]] = {}
 
 def _without_running_instances(jobs: Any) -> Any:
     return sorted(
-        ({k: v for k, v in job.items() if k != "running_instances"} for job in jobs),
+        (
+            {k: v for k, v in job.items() if k not in ("running_instances", "last_run")}
+            for job in jobs
+        ),
         key=lambda job: job["id"],
     )
 

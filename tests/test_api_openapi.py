@@ -564,7 +564,7 @@ async def test_document_lists_exactly_the_registered_routes(
         for method, operation in item.items()
         if method in HTTP_METHODS
     }
-    assert len(registered) == len(ROUTES) == 16
+    assert len(registered) == len(ROUTES) == 19
     assert documented == registered
     assert sorted(documented.values()) == sorted(name for name, _rule, _method in ROUTES)
 
@@ -785,6 +785,15 @@ async def test_a_session_through_every_route_matches_the_document(
     assert (await api.call("POST", "/shutdown", data=b"")).status == 204  # no body: wait
     assert (await api.call("POST", "/start")).status == 204
     assert (await api.call("GET", "/jobs")).status == 200
+
+    # Run history: the runs above, filtered and paged; bad queries.
+    report_runs = job_path("report", "/runs")
+    assert (await api.call("GET", report_runs, query={"limit": "1"})).status == 200
+    assert (await api.call("GET", "/runs", query={"outcome": "success,error"})).status == 200
+    assert (await api.call("GET", "/runs/running")).status == 200
+    for query in ({"limit": "0"}, {"outcome": "great"}, {"since": "yesterday"}, {"cursor": "x"}):
+        assert (await api.call("GET", "/runs", query=query)).status == 400, query
+        assert (await api.call("GET", report_runs, query=query)).status == 400, query
 
     # Every status the document lists was seen, but 401 (auth) and 503 (store down), which
     # the tests below cover.

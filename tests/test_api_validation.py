@@ -567,3 +567,27 @@ async def test_shutdown_with_bad_body_is_400_and_keeps_running(
     assert serving.running
     info = await (await client.get("/scheduler")).get_json()
     assert info["running"] is True
+
+
+async def test_a_date_job_already_past_its_grace_time_is_refused(client: Any) -> None:
+    before = await jobs_snapshot(client)
+    past = body(id="late", trigger="date", hours=..., run_date="2000-01-01T00:00:00+00:00")
+    for extra in ({}, {"misfire_grace_time": 60}):
+        response = await client.post(JOBS, json={**past, **extra})
+        message = await assert_bad_request(response, "run_date")
+        assert "missed" in message
+    assert await jobs_snapshot(client) == before
+    # No grace limit: it runs however late, so it is accepted.
+    response = await client.post(JOBS, json={**past, "misfire_grace_time": None})
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("field", "trigger"), [("hour", "cron"), ("seconds", "interval"), ("run_date", "date")]
+)
+async def test_a_trigger_argument_alone_names_its_trigger(
+    client: Any, field: str, trigger: str
+) -> None:
+    response = await client.patch(EXISTING_URL, json={field: 4})
+    message = await assert_bad_request(response, field)
+    assert f'"trigger": "{trigger}"' in message

@@ -1,0 +1,534 @@
+"""Run history: every run of every job, in an embedded SQLite file, written through aiosqlite.
+
+This is the only module that writes SQL for history. The executor reports runs through
+the cheap synchronous calls :meth:`RunHistory.started`, :meth:`RunHistory.finished` and
+:meth:`RunHistory.not_run`, which only append to in-memory buffers; a writer task flushes
+them in batches, in one transaction each, on aiosqlite's thread. A run that starts and
+finishes between two flushes costs one INSERT.
+
+Times are stored as UTC epoch seconds and shown as ISO 8601 with a ``+00:00`` offset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from .errors import HistoryUnavailableError
+
+logger = logging.getLogger("quart_sched")
+
+#: Outcomes of a finished run; ``running`` marks one under way.
+OUTCOMES = ("success", "error", "missed", "skipped", "interrupted")
+RUNNING = "running"
+SCHEMA_VERSION = 1
+#: version -> statements taking the schema from version - 1 to version
+MIGRATIONS: dict[int, Sequence[str]] = {
+    1: (
+        """CREATE TABLE runs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id TEXT NOT NULL UNIQUE,
+            job_id TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            scheduled_run_time REAL,
+            started_at REAL,
+            finished_at REAL,
+            at REAL NOT NULL,
+            duration REAL,
+            error_type TEXT,
+            error_message TEXT,
+            traceback TEXT,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            process TEXT NOT NULL
+        )""",
+        "CREATE INDEX runs_job ON runs (job_id, id)",
+        "CREATE INDEX runs_at ON runs (at)",
+        "CREATE INDEX runs_running ON runs (outcome) WHERE outcome = 'running'",
+    ),
+}
+_COLUMNS = (
+    "run_id, job_id, outcome, scheduled_run_time, started_at, finished_at, at, duration, "
+    "error_type, error_message, traceback, host, pid, process"
+)
+_INSERT = f"INSERT OR REPLACE INTO runs ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+_FINISH = (
+    "UPDATE runs SET outcome=?, finished_at=?, duration=? - started_at, error_type=?, "
+    "error_message=?, traceback=? WHERE run_id=?"
+)
+_SELECT = f"SELECT id, {_COLUMNS} FROM runs"
+#: Tells this process's rows from those of an earlier process that had the same pid.
+PROCESS_TOKEN = uuid.uuid4().hex
+#: Records kept in memory while the file cannot be written; older ones are dropped.
+MAX_BUFFERED = 100_000
+
+
+@dataclass(frozen=True)
+class RunPage:
+    """One page of runs, newest first; pass ``next_cursor`` back for the next page."""
+
+    runs: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+def _iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat()
+
+
+def _row_to_dict(row: Sequence[Any]) -> dict[str, Any]:
+    (
+        _id,
+        run_id,
+        job_id,
+        outcome,
+        scheduled,
+        started,
+        finished,
+        _at,
+        duration,
+        error_type,
+        error_message,
+        tb,
+        host,
+        pid,
+        _process,
+    ) = row
+    error = f"{error_type}: {error_message}" if error_type else None
+    return {
+        "run_id": run_id,
+        "job_id": job_id,
+        "outcome": outcome,
+        "scheduled_run_time": _iso(scheduled),
+        "started_at": _iso(started),
+        "finished_at": _iso(finished),
+        "duration": duration,
+        "error": error,
+        "error_type": error_type,
+        "error_message": error_message,
+        "traceback": tb,
+        "host": host,
+        "pid": pid,
+    }
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunHistory:
+    """Records runs in ``path`` (a file, or ``":memory:"``) and answers queries about them.
+
+    ``keep_runs`` keeps that many runs per job, ``keep_days`` drops runs older than that
+    (None: no limit); both are enforced by the writer, off the loop.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        keep_runs: int | None = None,
+        keep_days: float | None = None,
+        host: str,
+        flush_interval: float = 0.1,
+        retry_interval: float = 5.0,
+        retention_interval: float = 60.0,
+    ) -> None:
+        self.path = path
+        self.keep_runs = keep_runs
+        self.keep_days = keep_days
+        self.host = host
+        self.pid = os.getpid()
+        self.flush_interval = flush_interval
+        self.retry_interval = retry_interval
+        self.retention_interval = retention_interval
+        self.error: str | None = None  # why the file cannot be used, while it cannot
+        self._db: aiosqlite.Connection | None = None
+        self._starts: dict[str, list[Any]] = {}  # run_id -> row, not yet written
+        self._live: dict[str, list[Any]] = {}  # run_id -> row of a run under way
+        self._finishes: list[tuple[Any, ...]] = []
+        self._dropped = 0
+        self._wake: asyncio.Event | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
+        self._last_retention = 0.0
+
+    # recording: cheap, synchronous, on the loop ------------------------------------------
+
+    def started(self, job_id: str, scheduled: datetime | None) -> str:
+        """Record that a run starts now, before the job's code runs; returns its run id."""
+        run_id = uuid.uuid4().hex
+        now = time.time()
+        row = [
+            run_id,
+            job_id,
+            RUNNING,
+            scheduled.timestamp() if scheduled is not None else None,
+            now,
+            None,
+            now,
+            None,
+            None,
+            None,
+            None,
+            self.host,
+            self.pid,
+            PROCESS_TOKEN,
+        ]
+        self._starts[run_id] = self._live[run_id] = row
+        self._poke()
+        return run_id
+
+    def finished(
+        self,
+        run_id: str,
+        outcome: str,
+        *,
+        error: BaseException | None = None,
+        traceback: str | None = None,
+    ) -> dict[str, Any]:
+        """Record how a run ended; returns the run as the API shows it."""
+        now = time.time()
+        error_type = type(error).__name__ if error is not None else None
+        error_message = str(error) if error is not None else None
+        row = self._live.pop(run_id)
+        # The row may still wait in _starts: then its one INSERT carries start and end.
+        row[2], row[5], row[7] = outcome, now, now - row[4]
+        row[8], row[9], row[10] = error_type, error_message, traceback
+        if run_id not in self._starts:
+            self._finishes.append(
+                (outcome, now, now, error_type, error_message, traceback, run_id)
+            )
+        self._poke()
+        return _row_to_dict([None, *row])
+
+    def not_run(self, job_id: str, scheduled: datetime | None, outcome: str) -> dict[str, Any]:
+        """Record a run that never started: ``missed`` or ``skipped``."""
+        now = time.time()
+        run_id = uuid.uuid4().hex
+        row = [
+            run_id,
+            job_id,
+            outcome,
+            scheduled.timestamp() if scheduled is not None else None,
+            None,
+            now,
+            now,
+            None,
+            None,
+            None,
+            None,
+            self.host,
+            self.pid,
+            PROCESS_TOKEN,
+        ]
+        self._starts[run_id] = row
+        self._poke()
+        return _row_to_dict([None, *row])
+
+    def _poke(self) -> None:
+        if len(self._starts) + len(self._finishes) > MAX_BUFFERED:
+            self._drop_oldest()
+        if self._wake is not None:
+            self._wake.set()
+
+    def _drop_oldest(self) -> None:
+        excess = len(self._starts) + len(self._finishes) - MAX_BUFFERED
+        for run_id in list(self._starts)[:excess]:
+            del self._starts[run_id]
+            self._dropped += 1
+        if self._dropped and self._dropped % 10_000 == 1:
+            logger.warning(
+                "Run history %r cannot keep up or cannot be written: %d records dropped",
+                self.path,
+                self._dropped,
+            )
+
+    # lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the writer on the running loop (it opens the file)."""
+        if self._writer is not None and not self._writer.done():
+            return
+        self._closing = False
+        self._wake = asyncio.Event()
+        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+
+    async def aclose(self) -> None:
+        """Write everything recorded, then close the file."""
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        self._closing = True
+        if self._wake is not None:
+            self._wake.set()
+        try:
+            await writer
+        finally:
+            db, self._db = self._db, None
+            if db is not None:
+                await db.close()
+
+    async def _open(self) -> aiosqlite.Connection:
+        if self.path != ":memory:":
+            await asyncio.to_thread(Path(self.path).parent.mkdir, parents=True, exist_ok=True)
+        db = await aiosqlite.connect(self.path, timeout=1.0)
+        try:
+            if self.path != ":memory:":
+                await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=NORMAL")
+            await self._migrate(db)
+            await self._mark_interrupted(db)
+        except BaseException:
+            await db.close()
+            raise
+        return db
+
+    async def _migrate(self, db: aiosqlite.Connection) -> None:
+        async with db.execute("PRAGMA user_version") as cursor:
+            row = await cursor.fetchone()
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise HistoryUnavailableError(
+                f"run history {self.path!r} has schema version {version}, newer than this "
+                f"quart_sched's {SCHEMA_VERSION}: upgrade quart_sched or use another file"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[target]:
+                await db.execute(statement)
+            await db.execute(f"PRAGMA user_version = {target}")
+            await db.commit()
+
+    async def _mark_interrupted(self, db: aiosqlite.Connection) -> None:
+        """Runs left ``running`` by a process of this host that has ended were interrupted
+        (a worker killed mid-run); those of live processes, this one included, go on."""
+        async with db.execute(
+            "SELECT DISTINCT pid, process FROM runs WHERE outcome = ? AND host = ?",
+            (RUNNING, self.host),
+        ) as cursor:
+            writers = list(await cursor.fetchall())
+        dead = [
+            process
+            for pid, process in writers
+            if process != PROCESS_TOKEN and (pid == self.pid or not _pid_alive(pid))
+        ]
+        if not dead:
+            return
+        marks = ",".join("?" * len(dead))
+        cursor = await db.execute(
+            f"UPDATE runs SET outcome = 'interrupted', error_type = 'ProcessDied', "
+            f"error_message = 'the process running it ended during the run' "
+            f"WHERE outcome = ? AND host = ? AND process IN ({marks})",
+            (RUNNING, self.host, *dead),
+        )
+        await db.commit()
+        if cursor.rowcount:
+            logger.warning(
+                "Run history: %d run(s) left running by a process that ended were marked "
+                "interrupted",
+                cursor.rowcount,
+            )
+
+    async def _write_loop(self) -> None:
+        assert self._wake is not None
+        while True:
+            if self._db is None:
+                try:
+                    self._db = await self._open()
+                except (sqlite3.Error, OSError, HistoryUnavailableError) as exc:
+                    self._unavailable(exc)
+                    if self._closing:
+                        return
+                    await self._sleep(self.retry_interval)
+                    continue
+                if self.error is not None:
+                    logger.warning("Run history %r is writable again", self.path)
+                self.error = None
+            try:
+                await self._flush()
+                await self._retention()
+            except sqlite3.Error as exc:
+                self._unavailable(exc)
+                if self._closing:
+                    return
+                await self._sleep(self.retry_interval)
+                continue
+            if self._closing and not self._starts and not self._finishes:
+                return
+            self._wake.clear()
+            if not self._starts and not self._finishes and not self._closing:
+                await self._wait_for_records()
+            else:
+                await asyncio.sleep(self.flush_interval)
+
+    async def _sleep(self, seconds: float) -> None:
+        assert self._wake is not None
+        self._wake.clear()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    async def _wait_for_records(self) -> None:
+        assert self._wake is not None
+        timeout = self.retention_interval if (self.keep_runs or self.keep_days) else None
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def _unavailable(self, exc: BaseException) -> None:
+        message = f"run history {self.path!r} cannot be used: {type(exc).__name__}: {exc}"
+        if message != self.error:
+            logger.error("%s; jobs keep running, runs are kept in memory meanwhile", message)
+        self.error = message
+
+    async def _flush(self) -> None:
+        """Write what was recorded since the last flush, in one transaction."""
+        db = self._db
+        if db is None or not (self._starts or self._finishes):
+            return
+        starts, self._starts = self._starts, {}
+        finishes, self._finishes = self._finishes, []
+        try:
+            if starts:
+                await db.executemany(_INSERT, [tuple(row) for row in starts.values()])
+            if finishes:
+                await db.executemany(_FINISH, finishes)
+            await db.commit()
+        except BaseException:
+            # Keep them for the next try (the file may be locked for a moment).
+            await _rollback(db)
+            self._starts = {**starts, **self._starts}
+            self._finishes = finishes + self._finishes
+            raise
+
+    async def _retention(self) -> None:
+        if not (self.keep_runs or self.keep_days) or self._db is None:
+            return
+        now = time.monotonic()
+        if now - self._last_retention < self.retention_interval and not self._closing:
+            return
+        self._last_retention = now
+        await self.enforce_retention()
+
+    async def enforce_retention(self) -> int:
+        """Delete runs beyond ``keep_runs`` per job and older than ``keep_days``."""
+        db = self._db
+        if db is None:
+            return 0
+        deleted = 0
+        if self.keep_days is not None:
+            cursor = await db.execute(
+                "DELETE FROM runs WHERE at < ? AND outcome != ?",
+                (time.time() - self.keep_days * 86400, RUNNING),
+            )
+            deleted += max(cursor.rowcount, 0)
+        if self.keep_runs is not None:
+            cursor = await db.execute(
+                "DELETE FROM runs WHERE id IN (SELECT id FROM (SELECT id, ROW_NUMBER() OVER "
+                "(PARTITION BY job_id ORDER BY id DESC) AS n FROM runs) WHERE n > ?)",
+                (self.keep_runs,),
+            )
+            deleted += max(cursor.rowcount, 0)
+        await db.commit()
+        return deleted
+
+    # queries ----------------------------------------------------------------------------
+
+    async def _ready(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise HistoryUnavailableError(self.error or "run history is not open")
+        try:
+            await self._flush()
+        except sqlite3.Error as exc:
+            self._unavailable(exc)
+            raise HistoryUnavailableError(self.error or str(exc)) from exc
+        return self._db
+
+    async def _fetch(self, sql: str, params: Iterable[Any]) -> list[Any]:
+        db = await self._ready()
+        try:
+            async with db.execute(sql, tuple(params)) as cursor:
+                return list(await cursor.fetchall())
+        except sqlite3.Error as exc:
+            raise HistoryUnavailableError(
+                f"run history {self.path!r} cannot be read: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    async def runs(
+        self,
+        job_id: str | None = None,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        outcome: str | Sequence[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> RunPage:
+        """Runs newest first, of one job or all, filtered by outcome and start time."""
+        where: list[str] = []
+        params: list[Any] = []
+        if job_id is not None:
+            where.append("job_id = ?")
+            params.append(job_id)
+        if outcome is not None:
+            outcomes = [outcome] if isinstance(outcome, str) else list(outcome)
+            where.append(f"outcome IN ({','.join('?' * len(outcomes))})")
+            params += outcomes
+        if since is not None:
+            where.append("at >= ?")
+            params.append(since.timestamp())
+        if until is not None:
+            where.append("at < ?")
+            params.append(until.timestamp())
+        if cursor is not None:
+            where.append("id < ?")
+            params.append(int(cursor))
+        sql = _SELECT + (f" WHERE {' AND '.join(where)}" if where else "")
+        rows = await self._fetch(f"{sql} ORDER BY id DESC LIMIT ?", [*params, limit + 1])
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = str(rows[-1][0]) if more and rows else None
+        return RunPage([_row_to_dict(row) for row in rows], next_cursor)
+
+    async def running(self) -> list[dict[str, Any]]:
+        """Runs under way now, as recorded (by every process writing this file)."""
+        rows = await self._fetch(f"{_SELECT} WHERE outcome = ? ORDER BY id DESC", [RUNNING])
+        return [_row_to_dict(row) for row in rows]
+
+    async def last_runs(self, job_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The latest run of each job that has one."""
+        ids = list(dict.fromkeys(job_ids))
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit
+            chunk = ids[start : start + 500]
+            rows = await self._fetch(
+                f"{_SELECT} WHERE id IN (SELECT MAX(id) FROM runs WHERE job_id IN "
+                f"({','.join('?' * len(chunk))}) GROUP BY job_id)",
+                chunk,
+            )
+            for row in rows:
+                run = _row_to_dict(row)
+                found[run["job_id"]] = run
+        return found
+
+
+async def _rollback(db: aiosqlite.Connection) -> None:
+    with contextlib.suppress(sqlite3.Error):
+        await db.rollback()
