@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import sqlite3
@@ -71,6 +72,17 @@ _FINISH = (
 _SELECT = f"SELECT id, {_COLUMNS} FROM runs"
 #: Tells this process's rows from those of an earlier process that had the same pid.
 PROCESS_TOKEN = uuid.uuid4().hex
+_run_numbers = itertools.count(1)
+
+
+def _new_run_id() -> str:
+    # Unique across processes (64 random bits per process) and cheaper than uuid4().
+    return f"{PROCESS_TOKEN[:16]}-{next(_run_numbers)}"
+
+
+def run_record(row: Sequence[Any]) -> dict[str, Any]:
+    """A recorded run as the API shows it, from what started/finished/not_run return."""
+    return _row_to_dict([None, *row])
 #: Records kept in memory while the file cannot be written; older ones are dropped.
 MAX_BUFFERED = 100_000
 
@@ -149,7 +161,7 @@ class RunHistory:
         keep_runs: int | None = None,
         keep_days: float | None = None,
         host: str,
-        flush_interval: float = 0.1,
+        flush_interval: float = 0.25,
         retry_interval: float = 5.0,
         retention_interval: float = 60.0,
     ) -> None:
@@ -168,6 +180,7 @@ class RunHistory:
         self._finishes: list[tuple[Any, ...]] = []
         self._dropped = 0
         self._wake: asyncio.Event | None = None
+        self._stopping: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self._last_retention = 0.0
@@ -205,8 +218,8 @@ class RunHistory:
         *,
         error: BaseException | None = None,
         traceback: str | None = None,
-    ) -> dict[str, Any]:
-        """Record how a run ended; returns the run as the API shows it."""
+    ) -> list[Any]:
+        """Record how a run ended; returns its row (see :func:`run_record`)."""
         now = time.time()
         error_type = type(error).__name__ if error is not None else None
         error_message = str(error) if error is not None else None
@@ -219,10 +232,10 @@ class RunHistory:
                 (outcome, now, now, error_type, error_message, traceback, run_id)
             )
         self._poke()
-        return _row_to_dict([None, *row])
+        return row
 
-    def not_run(self, job_id: str, scheduled: datetime | None, outcome: str) -> dict[str, Any]:
-        """Record a run that never started: ``missed`` or ``skipped``."""
+    def not_run(self, job_id: str, scheduled: datetime | None, outcome: str) -> list[Any]:
+        """Record a run that never started: ``missed`` or ``skipped``; returns its row."""
         now = time.time()
         run_id = uuid.uuid4().hex
         row = [
@@ -243,7 +256,7 @@ class RunHistory:
         ]
         self._starts[run_id] = row
         self._poke()
-        return _row_to_dict([None, *row])
+        return row
 
     def _poke(self) -> None:
         if len(self._starts) + len(self._finishes) > MAX_BUFFERED:
@@ -271,6 +284,7 @@ class RunHistory:
             return
         self._closing = False
         self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
         self._writer = asyncio.get_running_loop().create_task(self._write_loop())
 
     async def aclose(self) -> None:
@@ -281,6 +295,8 @@ class RunHistory:
         self._closing = True
         if self._wake is not None:
             self._wake.set()
+        if self._stopping is not None:
+            self._stopping.set()
         try:
             await writer
         finally:
@@ -377,14 +393,20 @@ class RunHistory:
             self._wake.clear()
             if not self._starts and not self._finishes and not self._closing:
                 await self._wait_for_records()
-            else:
-                await asyncio.sleep(self.flush_interval)
+            # Gather for one interval before writing, so that a burst of runs is over
+            # before its rows are written (the write holds the GIL on another thread).
+            await self._collect()
 
     async def _sleep(self, seconds: float) -> None:
         assert self._wake is not None
         self._wake.clear()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
+
+    async def _collect(self) -> None:
+        assert self._stopping is not None
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), self.flush_interval)
 
     async def _wait_for_records(self) -> None:
         assert self._wake is not None

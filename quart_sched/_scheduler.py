@@ -55,6 +55,7 @@ from apscheduler.util import iscoroutinefunction_partial, undefined
 
 from . import signals
 from ._config import DEFAULT_SHUTDOWN_TIMEOUT
+from ._history import run_record
 from .errors import (
     ConfigurationError,
     JobNotStorableError,
@@ -304,6 +305,7 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
         self._failing_stores: dict[str, str] = {}
         self._unsaved: dict[str, dict[str, Job | None]] = {}
         self._retime: dict[int, tuple[str, dict[str, Any]]] = {}
+        self._pending_index: dict[tuple[str, str], Job] = {}
         self._reports: set[asyncio.Task[None]] = set()
 
     @classmethod
@@ -323,6 +325,8 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
             cls if base is AsyncIOScheduler else type(f"Quart{base.__name__}", (cls, base), {})
         )
         scheduler._init_quart_state()
+        for job, alias, _replace in scheduler._pending_jobs:
+            scheduler._pending_index[(alias, job.id)] = job
         for alias, executor in list(scheduler._executors.items()):
             scheduler._executors[alias] = _upgrade_executor(executor)
         adopted: QuartScheduler = scheduler
@@ -432,19 +436,24 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
             )
 
     def _replace_pending(self, job: Job, alias: str, replace_existing: bool) -> None:
-        """Give a pending job's id the newest declaration, as the store would at start."""
-        for other, other_alias, _ in self._pending_jobs:
-            if other is job or other.id != job.id or other_alias != alias:
-                continue
-            if not replace_existing:
-                raise ConflictingIdError(job.id)
-            if getattr(other, "next_run_time", undefined) is None and not hasattr(
-                job, "next_run_time"
-            ):
-                job._modify(next_run_time=None)  # re-declared: stays paused
-        self._pending_jobs[:] = [
-            p for p in self._pending_jobs if p[0] is job or p[0].id != job.id or p[1] != alias
-        ]
+        """Give a pending job's id the newest declaration, as the store would at start.
+
+        An index finds an earlier declaration in O(1); since APScheduler also edits the
+        pending list (remove_job, remove_all_jobs, start), a hit is confirmed in the list.
+        """
+        key = (alias, job.id)
+        other = self._pending_index.get(key)
+        self._pending_index[key] = job
+        if other is None or other is job or not any(p[0] is other for p in self._pending_jobs):
+            return
+        if not replace_existing:
+            self._pending_index[key] = other
+            raise ConflictingIdError(job.id)
+        if getattr(other, "next_run_time", undefined) is None and not hasattr(
+            job, "next_run_time"
+        ):
+            job._modify(next_run_time=None)  # re-declared: stays paused
+        self._pending_jobs[:] = [p for p in self._pending_jobs if p[0] is not other]
 
     def _retime_pending(self) -> None:
         for job, alias, _replace in self._pending_jobs:
@@ -650,6 +659,8 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
                 kept += [(job, alias, True) for job in store.get_all_jobs()]
                 store.remove_all_jobs()
         self._pending_jobs[:0] = kept
+        for job, alias, _replace in kept:
+            self._pending_index[(alias, job.id)] = job
 
     def _close_stores(self, stores: Iterable[Any]) -> None:
         for store in stores:
@@ -711,15 +722,17 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
         """Record how a run ended in the history, and send ``run_finished``."""
         if run_id is None or self.history is None:
             return
-        run = self.history.finished(run_id, outcome, **error)
-        await self.report(signals.run_finished, job_id, run_time, run=run)
+        row = self.history.finished(run_id, outcome, **error)
+        if signals.run_finished.receivers:
+            await self.report(signals.run_finished, job_id, run_time, run=run_record(row))
 
     async def record_not_run(self, job_id: str, run_time: datetime, outcome: str) -> None:
         """Record a run that never started (missed, skipped), and send ``run_finished``."""
         if self.history is None:
             return
-        run = self.history.not_run(job_id, run_time, outcome)
-        await self.report(signals.run_finished, job_id, run_time, run=run)
+        row = self.history.not_run(job_id, run_time, outcome)
+        if signals.run_finished.receivers:
+            await self.report(signals.run_finished, job_id, run_time, run=run_record(row))
 
     # the wake-up loop -----------------------------------------------------------------
 
