@@ -189,7 +189,7 @@ class RunHistory:
 
     def started(self, job_id: str, scheduled: datetime | None) -> str:
         """Record that a run starts now, before the job's code runs; returns its run id."""
-        run_id = uuid.uuid4().hex
+        run_id = _new_run_id()
         now = time.time()
         row = [
             run_id,
@@ -237,7 +237,7 @@ class RunHistory:
     def not_run(self, job_id: str, scheduled: datetime | None, outcome: str) -> list[Any]:
         """Record a run that never started: ``missed`` or ``skipped``; returns its row."""
         now = time.time()
-        run_id = uuid.uuid4().hex
+        run_id = _new_run_id()
         row = [
             run_id,
             job_id,
