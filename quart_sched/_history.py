@@ -83,6 +83,8 @@ def _new_run_id() -> str:
 def run_record(row: Sequence[Any]) -> dict[str, Any]:
     """A recorded run as the API shows it, from what started/finished/not_run return."""
     return _row_to_dict([None, *row])
+
+
 #: Records kept in memory while the file cannot be written; older ones are dropped.
 MAX_BUFFERED = 100_000
 
@@ -187,26 +189,32 @@ class RunHistory:
 
     # recording: cheap, synchronous, on the loop ------------------------------------------
 
-    def started(self, job_id: str, scheduled: datetime | None) -> str:
-        """Record that a run starts now, before the job's code runs; returns its run id."""
-        run_id = _new_run_id()
+    def _row(
+        self, job_id: str, scheduled: datetime | None, outcome: str, *, started: bool
+    ) -> list[Any]:
+        # Columns in _COLUMNS order; `at` (the sort time) is the start, or the decision.
         now = time.time()
-        row = [
-            run_id,
+        return [
+            _new_run_id(),
             job_id,
-            RUNNING,
+            outcome,
             scheduled.timestamp() if scheduled is not None else None,
-            now,
-            None,
-            now,
-            None,
-            None,
-            None,
-            None,
+            now if started else None,  # started_at
+            None if started else now,  # finished_at
+            now,  # at
+            None,  # duration
+            None,  # error_type
+            None,  # error_message
+            None,  # traceback
             self.host,
             self.pid,
             PROCESS_TOKEN,
         ]
+
+    def started(self, job_id: str, scheduled: datetime | None) -> str:
+        """Record that a run starts now, before the job's code runs; returns its run id."""
+        row = self._row(job_id, scheduled, RUNNING, started=True)
+        run_id: str = row[0]
         self._starts[run_id] = self._live[run_id] = row
         self._poke()
         return run_id
@@ -236,24 +244,8 @@ class RunHistory:
 
     def not_run(self, job_id: str, scheduled: datetime | None, outcome: str) -> list[Any]:
         """Record a run that never started: ``missed`` or ``skipped``; returns its row."""
-        now = time.time()
-        run_id = _new_run_id()
-        row = [
-            run_id,
-            job_id,
-            outcome,
-            scheduled.timestamp() if scheduled is not None else None,
-            None,
-            now,
-            now,
-            None,
-            None,
-            None,
-            None,
-            self.host,
-            self.pid,
-            PROCESS_TOKEN,
-        ]
+        row = self._row(job_id, scheduled, outcome, started=False)
+        run_id = row[0]
         self._starts[run_id] = row
         self._poke()
         return row
