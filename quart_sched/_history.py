@@ -17,6 +17,7 @@ import itertools
 import logging
 import os
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -85,6 +86,8 @@ def run_record(row: Sequence[Any]) -> dict[str, Any]:
     return _row_to_dict([None, *row])
 
 
+#: Seconds a query waits for the history file to be opened when the app has just started.
+OPEN_WAIT = 5.0
 #: Records kept in memory while the file cannot be written; older ones are dropped.
 MAX_BUFFERED = 100_000
 
@@ -183,6 +186,7 @@ class RunHistory:
         self._dropped = 0
         self._wake: asyncio.Event | None = None
         self._stopping: asyncio.Event | None = None
+        self._opened = asyncio.Event()  # set once the writer has tried to open the file
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self._last_retention = 0.0
@@ -277,6 +281,7 @@ class RunHistory:
         self._closing = False
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._opened = asyncio.Event()
         self._writer = asyncio.get_running_loop().create_task(self._write_loop())
 
     async def aclose(self) -> None:
@@ -357,6 +362,51 @@ class RunHistory:
             )
 
     async def _write_loop(self) -> None:
+        try:
+            await self._write()
+        except asyncio.CancelledError:
+            # The loop is going away and cancels its tasks, but still runs them to the end:
+            # close the file properly before leaving.
+            db, self._db = self._db, None
+            if db is not None:
+                with contextlib.suppress(Exception):
+                    await db.close()
+            raise
+
+    def close_now(self) -> None:
+        """Close the file without the loop (it is stopping or gone): what is not written
+        yet is lost, and said so."""
+        writer, self._writer = self._writer, None
+        try:
+            current = asyncio.current_task()
+        except RuntimeError:  # no running loop
+            current = None
+        if (
+            writer is not None
+            and writer is not current
+            and not writer.done()
+            and not writer.get_loop().is_closed()
+        ):
+            writer.cancel()
+        db, self._db = self._db, None
+        if db is not None:
+            # stop() closes the connection on aiosqlite's thread. Called from a thread with
+            # no event loop, it ties no future to a loop that may be closed already.
+            closer = threading.Thread(target=db.stop, name="quart_sched-history-close")
+            closer.start()
+            closer.join()
+        unwritten = len(self._starts) + len(self._finishes)
+        if unwritten:
+            logger.warning(
+                "Run history %r: %d record(s) not written, the event loop stopped before "
+                "the history could be closed",
+                self.path,
+                unwritten,
+            )
+            self._starts.clear()
+            self._finishes.clear()
+
+    async def _write(self) -> None:
         assert self._wake is not None
         while True:
             if self._db is None:
@@ -364,13 +414,13 @@ class RunHistory:
                     self._db = await self._open()
                 except (sqlite3.Error, OSError, HistoryUnavailableError) as exc:
                     self._unavailable(exc)
+                    self._opened.set()  # queries stop waiting: they answer the error
                     if self._closing:
                         return
                     await self._sleep(self.retry_interval)
                     continue
-                if self.error is not None:
-                    logger.warning("Run history %r is writable again", self.path)
-                self.error = None
+                self._writable_again()
+            self._opened.set()
             try:
                 await self._flush()
                 await self._retention()
@@ -380,6 +430,7 @@ class RunHistory:
                     return
                 await self._sleep(self.retry_interval)
                 continue
+            self._writable_again()
             if self._closing and not self._starts and not self._finishes:
                 return
             self._wake.clear()
@@ -389,11 +440,16 @@ class RunHistory:
             # before its rows are written (the write holds the GIL on another thread).
             await self._collect()
 
+    def _writable_again(self) -> None:
+        if self.error is not None:
+            logger.warning("Run history %r is writable again", self.path)
+            self.error = None
+
     async def _sleep(self, seconds: float) -> None:
-        assert self._wake is not None
-        self._wake.clear()
+        """Wait before retrying the file; only a stop cuts it short (new records don't)."""
+        assert self._stopping is not None
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
+            await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def _collect(self) -> None:
         assert self._stopping is not None
@@ -442,10 +498,12 @@ class RunHistory:
         await self.enforce_retention()
 
     async def enforce_retention(self) -> int:
-        """Delete runs beyond ``keep_runs`` per job and older than ``keep_days``."""
+        """Delete runs beyond ``keep_runs`` per job and older than ``keep_days`` (runs
+        under way are kept, and count for neither)."""
         db = self._db
         if db is None:
             return 0
+        await self._flush()  # the limits apply to runs still in the buffer too
         deleted = 0
         if self.keep_days is not None:
             cursor = await db.execute(
@@ -456,8 +514,9 @@ class RunHistory:
         if self.keep_runs is not None:
             cursor = await db.execute(
                 "DELETE FROM runs WHERE id IN (SELECT id FROM (SELECT id, ROW_NUMBER() OVER "
-                "(PARTITION BY job_id ORDER BY id DESC) AS n FROM runs) WHERE n > ?)",
-                (self.keep_runs,),
+                "(PARTITION BY job_id ORDER BY id DESC) AS n FROM runs WHERE outcome != ?) "
+                "WHERE n > ?)",
+                (RUNNING, self.keep_runs),
             )
             deleted += max(cursor.rowcount, 0)
         await db.commit()
@@ -466,6 +525,10 @@ class RunHistory:
     # queries ----------------------------------------------------------------------------
 
     async def _ready(self) -> aiosqlite.Connection:
+        if self._db is None and self._writer is not None and not self._opened.is_set():
+            # Just started: wait for the writer's first attempt to open the file.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._opened.wait(), OPEN_WAIT)
         if self._db is None:
             raise HistoryUnavailableError(self.error or "run history is not open")
         try:

@@ -306,6 +306,7 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
         self._unsaved: dict[str, dict[str, Job | None]] = {}
         self._retime: dict[int, tuple[str, dict[str, Any]]] = {}
         self._pending_index: dict[tuple[str, str], Job] = {}
+        self._undrained: list[_Batch] = []
         self._reports: set[asyncio.Task[None]] = set()
 
     @classmethod
@@ -629,6 +630,8 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
             for batch in batches:
                 batch.pool.shutdown(wait=False, cancel_futures=True)
             self._close_stores(stores)
+            if self.history is not None:
+                self.history.close_now()
         logger.info("Scheduler stopped: no new runs; running jobs get to finish")
         self._dispatch_event(SchedulerEvent(EVENT_SCHEDULER_SHUTDOWN))
 
@@ -638,11 +641,14 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
         if timeout is not None:
             await asyncio.gather(*(drain(batch, timeout) for batch in batches))
         else:
+            # shutdown(wait=False): the runs go on; aclose() (the end of serving) still
+            # waits for them, so that their ends are recorded.
+            self._undrained += batches
             for batch in batches:
                 batch.pool.shutdown(wait=False)
         if self._generation == generation:  # not started again in the meantime
             self._close_stores(stores)
-            if self.history is not None and not self.keep_history_open:
+            if self.history is not None and not self.keep_history_open and not self._undrained:
                 await self.history.aclose()  # after the drain: interruptions are recorded
         logger.info("Scheduler shut down")
 
@@ -679,6 +685,11 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
         closing, self._closing = self._closing, None
         if closing is not None:
             await closing
+        undrained, self._undrained = self._undrained, []
+        if undrained:
+            await asyncio.gather(*(drain(batch, self.shutdown_timeout) for batch in undrained))
+            if self.history is not None and not self.keep_history_open:
+                await self.history.aclose()
         if self._reports:
             await asyncio.wait(set(self._reports), timeout=_CANCEL_GRACE)
 
