@@ -304,15 +304,22 @@ class RunHistory:
     async def _open(self) -> aiosqlite.Connection:
         if self.path != ":memory:":
             await asyncio.to_thread(Path(self.path).parent.mkdir, parents=True, exist_ok=True)
-        db = await aiosqlite.connect(self.path, timeout=1.0)
+        connection = aiosqlite.connect(self.path, timeout=1.0)
+        # Its worker thread is not a daemon: one left waiting (a connect cancelled half-way,
+        # a loop that died) would keep the process from exiting. SQLite's journal makes an
+        # abrupt end at exit safe.
+        thread = getattr(connection, "_thread", None)
+        if isinstance(thread, threading.Thread):
+            thread.daemon = True
         try:
+            db = await connection
             if self.path != ":memory:":
                 await db.execute("PRAGMA journal_mode=WAL")
             await db.execute("PRAGMA synchronous=NORMAL")
             await self._migrate(db)
             await self._mark_interrupted(db)
         except BaseException:
-            await db.close()
+            _stop(connection)
             raise
         return db
 
@@ -369,8 +376,10 @@ class RunHistory:
             # close the file properly before leaving.
             db, self._db = self._db, None
             if db is not None:
-                with contextlib.suppress(Exception):
+                try:
                     await db.close()
+                except BaseException:
+                    _stop(db)
             raise
 
     def close_now(self) -> None:
@@ -390,11 +399,7 @@ class RunHistory:
             writer.cancel()
         db, self._db = self._db, None
         if db is not None:
-            # stop() closes the connection on aiosqlite's thread. Called from a thread with
-            # no event loop, it ties no future to a loop that may be closed already.
-            closer = threading.Thread(target=db.stop, name="quart_sched-history-close")
-            closer.start()
-            closer.join()
+            _stop(db)
         unwritten = len(self._starts) + len(self._finishes)
         if unwritten:
             logger.warning(
@@ -604,6 +609,15 @@ class RunHistory:
                 run = _row_to_dict(row)
                 found[run["job_id"]] = run
         return found
+
+
+def _stop(connection: aiosqlite.Connection) -> None:
+    """Close ``connection`` and end its thread without awaiting: stop() does it on the
+    connection's own thread. Called from a thread with no event loop, it ties no future to
+    a loop that may be closed already."""
+    closer = threading.Thread(target=connection.stop, name="quart_sched-history-close")
+    closer.start()
+    closer.join()
 
 
 async def _rollback(db: aiosqlite.Connection) -> None:

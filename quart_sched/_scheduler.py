@@ -198,7 +198,7 @@ class QuartExecutor(BaseExecutor):  # type: ignore[misc]
         alias = job._jobstore_alias
         app = scheduler.app
         context: Any = app.app_context() if app is not None else _null_async_context()
-        logger.debug("Running job %r (scheduled at %s)", job.id, run_time.isoformat())
+        logger.debug("Running job %r (scheduled at %s)", job.id, run_time)
         history = scheduler.history
         run_id = history.started(job.id, run_time) if history is not None else None
         try:
@@ -245,7 +245,7 @@ class QuartExecutor(BaseExecutor):  # type: ignore[misc]
             )
             del exc
             return event
-        logger.debug("Job %r (scheduled at %s) executed", job.id, run_time.isoformat())
+        logger.debug("Job %r (scheduled at %s) executed", job.id, run_time)
         await scheduler.report(signals.job_executed, job.id, run_time, retval=retval)
         await scheduler.record_finished(run_id, job.id, run_time, "success")
         return JobExecutionEvent(EVENT_JOB_EXECUTED, job.id, alias, run_time, retval=retval)
