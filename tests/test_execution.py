@@ -228,3 +228,32 @@ async def test_fire_and_forget_run_job_failure_is_logged_once(
             await asyncio.sleep(0)
     assert "never retrieved" not in caplog.text
     assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
+
+
+async def test_app_context_signals_and_teardowns_run_when_registered(
+    app: Quart, scheduler: APScheduler
+) -> None:
+    """Without listeners a run's context skips Quart's signal sends; with them, they fire."""
+    from quart.signals import appcontext_popped, appcontext_pushed
+
+    pushed: list[str] = []
+    popped: list[str] = []
+    ran: list[str] = []
+
+    async def job() -> None:
+        ran.append(current_app.name)
+
+    def on_pushed(sender: Quart, **kw: Any) -> None:
+        pushed.append(sender.name)
+
+    def on_popped(sender: Quart, **kw: Any) -> None:
+        popped.append(sender.name)
+
+    scheduler.add_job("j", job, trigger="interval", seconds=0.05)
+    scheduler.start()
+    async with app.test_app():
+        await wait_until(lambda: len(ran) >= 2)  # the quiet path: current_app works
+        with appcontext_pushed.connected_to(on_pushed), appcontext_popped.connected_to(on_popped):
+            count = len(ran)
+            await wait_until(lambda: len(ran) >= count + 2 and len(popped) >= 2)
+    assert set(pushed) == {app.name} and set(popped) == {app.name}
