@@ -180,8 +180,8 @@ class RunHistory:
         self.retention_interval = retention_interval
         self.error: str | None = None  # why the file cannot be used, while it cannot
         self._db: aiosqlite.Connection | None = None
-        self._starts: dict[str, list[Any]] = {}  # run_id -> row, not yet written
-        self._live: dict[str, list[Any]] = {}  # run_id -> row of a run under way
+        self._starts: dict[str, tuple[Any, ...]] = {}  # run_id -> row, not yet written
+        self._live: dict[str, tuple[Any, ...]] = {}  # run_id -> row of a run under way
         self._finishes: list[tuple[Any, ...]] = []
         self._dropped = 0
         self._wake: asyncio.Event | None = None
@@ -195,10 +195,12 @@ class RunHistory:
 
     def _row(
         self, job_id: str, scheduled: datetime | None, outcome: str, *, started: bool
-    ) -> list[Any]:
+    ) -> tuple[Any, ...]:
         # Columns in _COLUMNS order; `at` (the sort time) is the start, or the decision.
+        # A tuple of plain values, which the garbage collector stops tracking: thousands
+        # of buffered rows in a burst then cost it nothing.
         now = time.time()
-        return [
+        return (
             _new_run_id(),
             job_id,
             outcome,
@@ -213,7 +215,7 @@ class RunHistory:
             self.host,
             self.pid,
             PROCESS_TOKEN,
-        ]
+        )
 
     def started(self, job_id: str, scheduled: datetime | None) -> str:
         """Record that a run starts now, before the job's code runs; returns its run id."""
@@ -230,23 +232,35 @@ class RunHistory:
         *,
         error: BaseException | None = None,
         traceback: str | None = None,
-    ) -> list[Any]:
+    ) -> tuple[Any, ...]:
         """Record how a run ended; returns its row (see :func:`run_record`)."""
         now = time.time()
         error_type = type(error).__name__ if error is not None else None
         error_message = str(error) if error is not None else None
-        row = self._live.pop(run_id)
-        # The row may still wait in _starts: then its one INSERT carries start and end.
-        row[2], row[5], row[7] = outcome, now, now - row[4]
-        row[8], row[9], row[10] = error_type, error_message, traceback
-        if run_id not in self._starts:
+        start = self._live.pop(run_id)
+        row = (
+            *start[:2],
+            outcome,
+            start[3],
+            start[4],
+            now,
+            start[6],
+            now - start[4],
+            error_type,
+            error_message,
+            traceback,
+            *start[11:],
+        )
+        if run_id in self._starts:  # not written yet: its one INSERT carries start and end
+            self._starts[run_id] = row
+        else:
             self._finishes.append(
                 (outcome, now, now, error_type, error_message, traceback, run_id)
             )
         self._poke()
         return row
 
-    def not_run(self, job_id: str, scheduled: datetime | None, outcome: str) -> list[Any]:
+    def not_run(self, job_id: str, scheduled: datetime | None, outcome: str) -> tuple[Any, ...]:
         """Record a run that never started: ``missed`` or ``skipped``; returns its row."""
         row = self._row(job_id, scheduled, outcome, started=False)
         run_id = row[0]
@@ -482,7 +496,7 @@ class RunHistory:
         finishes, self._finishes = self._finishes, []
         try:
             if starts:
-                await db.executemany(_INSERT, [tuple(row) for row in starts.values()])
+                await db.executemany(_INSERT, list(starts.values()))
             if finishes:
                 await db.executemany(_FINISH, finishes)
             await db.commit()
