@@ -141,10 +141,6 @@ class QuartExecutor(BaseExecutor):  # type: ignore[misc]
 
     # ours ---------------------------------------------------------------------------
 
-    @property
-    def running_jobs(self) -> int:
-        return len(self._batch.tasks) if self._batch else 0
-
     def detach(self) -> _Batch | None:
         """Take the running batch away from this executor, for the caller to drain."""
         batch, self._batch = self._batch, None

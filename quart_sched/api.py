@@ -21,6 +21,7 @@ from urllib.parse import urlencode
 from quart import Response, request
 
 from . import _jobs, _json
+from ._history import OUTCOMES, RUNNING
 from ._openapi import openapi_document
 from .errors import (
     ConflictingIdError,
@@ -68,7 +69,7 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     ("get_running_runs", "/runs/running", "GET"),
 )
 MAX_RUNS_PAGE = 500
-OUTCOME_FILTERS = frozenset({"success", "error", "missed", "skipped", "interrupted", "running"})
+OUTCOME_FILTERS = frozenset({*OUTCOMES, RUNNING})
 
 
 # ---------------------------------------------------------------------------- helpers
