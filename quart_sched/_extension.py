@@ -24,7 +24,7 @@ from ._config import (
 )
 from ._history import RunHistory, RunPage
 from ._jobs import fix_job_def, pop_trigger
-from ._scheduler import QuartScheduler
+from ._scheduler import QuartScheduler, load_error
 from .errors import (
     FunctionNotAllowedError,
     HistoryUnavailableError,
@@ -373,6 +373,40 @@ class APScheduler:
             raise JobLookupError(id)
         return self.submit_run(job)
 
+    # awaitable twins: the same calls, waiting on a persistent store in a worker thread --
+
+    async def aadd_job(self, id: str, func: Any, **kwargs: Any) -> Job:
+        """:meth:`add_job` for async code: never blocks the loop on the job store."""
+        return await self.offload(self.add_job, id, func, **kwargs)
+
+    async def aget_job(self, id: str, jobstore: str | None = None) -> Job | None:
+        """:meth:`get_job` for async code."""
+        return await self.offload(self.get_job, id, jobstore)
+
+    async def aget_jobs(self, jobstore: str | None = None) -> list[Job]:
+        """:meth:`get_jobs` for async code."""
+        return await self.offload(self.get_jobs, jobstore)
+
+    async def amodify_job(self, id: str, jobstore: str | None = None, **changes: Any) -> Job:
+        """:meth:`modify_job` for async code."""
+        return await self.offload(self.modify_job, id, jobstore, **changes)
+
+    async def apause_job(self, id: str, jobstore: str | None = None) -> Job:
+        """:meth:`pause_job` for async code."""
+        return await self.offload(self.pause_job, id, jobstore)
+
+    async def aresume_job(self, id: str, jobstore: str | None = None) -> Job | None:
+        """:meth:`resume_job` for async code."""
+        return await self.offload(self.resume_job, id, jobstore)
+
+    async def aremove_job(self, id: str, jobstore: str | None = None) -> None:
+        """:meth:`remove_job` for async code."""
+        await self.offload(self.remove_job, id, jobstore)
+
+    async def aremove_all_jobs(self, jobstore: str | None = None) -> None:
+        """:meth:`remove_all_jobs` for async code."""
+        await self.offload(self.remove_all_jobs, jobstore)
+
     def submit_run(self, job: Job) -> asyncio.Future[Any]:
         """:meth:`run_job` for a job already looked up: no job-store I/O."""
         if not self.running:
@@ -475,6 +509,7 @@ class APScheduler:
             job, self._scheduler.job_defaults, datetime.now(self._scheduler.timezone)
         )
         data["running_instances"] = self._scheduler.running_instances(job.id)
+        data["load_error"] = load_error(job)
         return data
 
     def next_run_times(self, job: Job, n: int) -> list[datetime]:
