@@ -65,6 +65,7 @@ except ImportError:  # pragma: no cover - a Quart that moved it
 
 from . import signals
 from ._config import DEFAULT_SHUTDOWN_TIMEOUT
+from ._gate import OPEN_GATE, Fire, FireGate
 from ._history import run_record
 from ._stores import bind_to_thread, is_persistent, unwrap
 from .errors import (
@@ -336,6 +337,8 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     #: Where runs are recorded; set by the extension (None: not recorded).
     history: RunHistory | None = None
+    #: Asked before any run starts which due fires may run here (see ``_gate``).
+    gate: FireGate = OPEN_GATE
     #: While True (the app serves), the history stays open when the scheduler stops.
     keep_history_open = False
 
@@ -863,7 +866,7 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
                 taken = self._take_due(alias, store)
             for removed in taken.removed:
                 events.append(JobEvent(EVENT_JOB_REMOVED, removed, alias))
-            events += self._submit_fires(alias, taken.fires)
+            events += self._submit_fires(alias, await self._admitted(taken.fires))
             for when in (taken.next_run, taken.retry_at):
                 if when is not None and (next_wakeup is None or when < next_wakeup):
                     next_wakeup = when
@@ -873,6 +876,27 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
             return None
         wait = next_wakeup.timestamp() - datetime.now(self.timezone).timestamp()
         return float(min(max(wait, 0.0), TIMEOUT_MAX))
+
+    async def _admitted(
+        self, fires: list[tuple[Job, list[datetime]]]
+    ) -> list[tuple[Job, list[datetime]]]:
+        """The fires the gate lets this process run (all of them with the open gate)."""
+        if self.gate is OPEN_GATE or not fires:
+            return fires
+        asked = [Fire(job.id, when) for job, run_times in fires for when in run_times]
+        admitted = set(await self.gate.admit(asked))
+        kept = []
+        for job, run_times in fires:
+            allowed = [when for when in run_times if Fire(job.id, when) in admitted]
+            if len(allowed) < len(run_times):
+                logger.debug(
+                    "Fire gate held back %d run(s) of job %r",
+                    len(run_times) - len(allowed),
+                    job.id,
+                )
+            if allowed:
+                kept.append((job, allowed))
+        return kept
 
     def _take_due(self, alias: str, store: Any) -> _Taken:
         """Take the due jobs of one store and record their next run times in it.
