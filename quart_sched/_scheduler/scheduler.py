@@ -1,0 +1,503 @@
+"""``QuartScheduler``: an ``AsyncIOScheduler`` that lives on the loop serving a Quart app."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import pickle
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from apscheduler.events import (
+    EVENT_JOB_SUBMITTED,
+    EVENT_SCHEDULER_SHUTDOWN,
+    JobExecutionEvent,
+    JobSubmissionEvent,
+    SchedulerEvent,
+)
+from apscheduler.job import Job
+from apscheduler.jobstores.base import ConflictingIdError
+from apscheduler.jobstores.memory import MemoryJobStore
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.schedulers.base import (
+    STATE_STOPPED,
+)
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.util import iscoroutinefunction_partial, undefined
+
+from .._config import DEFAULT_SHUTDOWN_TIMEOUT
+from .._stores import bind_to_thread, is_persistent, unwrap
+from ..errors import (
+    ConfigurationError,
+    JobNotLoadableError,
+    JobNotStorableError,
+    SchedulerAlreadyRunningError,
+    SchedulerNotRunningError,
+)
+from .executor import Batch, QuartExecutor, drain, upgrade_executor
+from .reporting import CANCEL_GRACE, Reporting
+from .unloadable import UnloadableJob, keep_unloadable
+from .wakeup import WakeupLoop, on_loop
+
+logger = logging.getLogger("quart_sched")
+
+
+class QuartScheduler(WakeupLoop, Reporting):
+    """An ``AsyncIOScheduler`` that lives on the loop serving a Quart app.
+
+    This class holds configuration, jobs (pending ones included) and the start/stop
+    lifecycle; the wake-up passes are :class:`WakeupLoop`'s, reporting is
+    :class:`Reporting`'s and runs are :class:`QuartExecutor`'s.
+    """
+
+    state: int
+    _eventloop: asyncio.AbstractEventLoop | None
+    #: Seconds running jobs get to finish in :meth:`aclose`.
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    #: While True (the app serves), the history stays open when the scheduler stops.
+    keep_history_open = False
+
+    def __init__(self, gconfig: Mapping[str, Any] | None = None, **options: Any) -> None:
+        self._init_quart_state()
+        super().__init__(dict(gconfig or {}), **options)
+
+    def _init_quart_state(self) -> None:
+        self._generation = 0
+        self._starting = False
+        self._closing: asyncio.Task[None] | None = None
+        self._failing_stores: dict[str, str] = {}
+        self._unloadable_reported: set[tuple[str, str]] = set()
+        self._pass: asyncio.Task[None] | None = None
+        self._pass_again = False
+        self._retime: dict[int, tuple[str, dict[str, Any]]] = {}
+        self._pending_index: dict[tuple[str, str], Job] = {}
+        self._undrained: list[Batch] = []
+        self._reports: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def adopt(cls, scheduler: Any) -> QuartScheduler:
+        """Turn a user's pre-built ``AsyncIOScheduler`` into one of ours, keeping its setup."""
+        if isinstance(scheduler, QuartScheduler):
+            return scheduler
+        if not isinstance(scheduler, AsyncIOScheduler):
+            raise TypeError(
+                f"quart_sched runs jobs on the app's event loop and needs an AsyncIOScheduler, "
+                f"got {type(scheduler).__name__}. Pass AsyncIOScheduler(...) or no scheduler."
+            )
+        if scheduler.state != STATE_STOPPED:
+            raise SchedulerAlreadyRunningError
+        base = type(scheduler)
+        scheduler.__class__ = (
+            cls if base is AsyncIOScheduler else type(f"Quart{base.__name__}", (cls, base), {})
+        )
+        scheduler._init_quart_state()
+        for job, alias, _replace in scheduler._pending_jobs:
+            scheduler._pending_index[(alias, job.id)] = job
+        for alias, executor in list(scheduler._executors.items()):
+            scheduler._executors[alias] = upgrade_executor(executor)
+        adopted: QuartScheduler = scheduler
+        return adopted
+
+    # configuration --------------------------------------------------------------------
+
+    def apply_options(self, options: Mapping[str, Any]) -> None:
+        """Reconfigure with ``options`` while keeping every setting they do not name.
+
+        (APScheduler's ``configure`` resets what it is not given, which would drop the
+        time zone or stores of a pre-built scheduler.)
+        """
+        if not options:
+            return
+        merged: dict[str, Any] = {
+            "logger": self._logger,
+            "timezone": self.timezone,
+            "jobstore_retry_interval": self.jobstore_retry_interval,
+            "job_defaults": dict(self._job_defaults),
+            "executors": dict(self._executors),
+            "jobstores": dict(self._jobstores),
+        }
+        merged["job_defaults"].update(options.get("job_defaults") or {})
+        merged.update({k: v for k, v in options.items() if k != "job_defaults"})
+        try:
+            self.configure(**merged)
+        except SchedulerAlreadyRunningError:
+            raise
+        except Exception as exc:
+            raise ConfigurationError(f"invalid scheduler configuration: {exc}") from exc
+        self._retime_pending()
+
+    def add_executor(self, executor: Any, alias: str = "default", **executor_opts: Any) -> None:
+        if isinstance(executor, str) and executor in ("threadpool", "asyncio"):
+            executor = QuartExecutor(**executor_opts)
+            executor_opts = {}
+        super().add_executor(upgrade_executor(executor), alias, **executor_opts)
+
+    def _create_default_executor(self) -> QuartExecutor:
+        return QuartExecutor()
+
+    def add_jobstore(self, jobstore: Any, alias: str = "default", **jobstore_opts: Any) -> None:
+        """APScheduler's ``add_jobstore``; a persistent store gets a thread of its own
+        (see ``_stores``) and keeps jobs whose code cannot be loaded."""
+        if isinstance(jobstore, str):
+            jobstore = self._create_plugin_instance("jobstore", jobstore, jobstore_opts)
+        keep_unloadable(unwrap(jobstore))
+        super().add_jobstore(bind_to_thread(jobstore, alias), alias)
+
+    def jobstore(self, alias: str = "default") -> Any:
+        """The job store added as ``alias``, as the user made it."""
+        return unwrap(self._lookup_jobstore(alias))
+
+    # jobs -----------------------------------------------------------------------------
+
+    def add_job(
+        self,
+        func: Any,
+        trigger: Any = None,
+        args: Any = None,
+        kwargs: Any = None,
+        id: str | None = None,
+        name: str | None = None,
+        misfire_grace_time: Any = undefined,
+        coalesce: Any = undefined,
+        max_instances: Any = undefined,
+        next_run_time: Any = undefined,
+        jobstore: str = "default",
+        executor: str = "default",
+        replace_existing: bool = False,
+        **trigger_args: Any,
+    ) -> Job:
+        # The signature is BaseScheduler.add_job's: scheduled_job (@task) passes it all
+        # positionally.
+        with self._jobstores_lock:  # re-entrant: the API adds jobs from worker threads
+            job: Job = super().add_job(
+                func,
+                trigger,
+                args,
+                kwargs,
+                id,
+                name,
+                misfire_grace_time,
+                coalesce,
+                max_instances,
+                next_run_time,
+                jobstore,
+                executor,
+                replace_existing,
+                **trigger_args,
+            )
+            if self.state != STATE_STOPPED:
+                return job
+            try:
+                self._replace_pending(job, jobstore, replace_existing)
+                self.check_storable(job, jobstore)
+                self._check_executor(job)
+            except (JobNotStorableError, ConflictingIdError, ValueError):
+                self._pending_jobs[:] = [p for p in self._pending_jobs if p[0] is not job]
+                raise
+            if isinstance(trigger, str) and "timezone" not in trigger_args:
+                # Built with the zone in force now; rebuilt if configure() changes it.
+                self._retime[id_of(job)] = (trigger, trigger_args)
+        return job
+
+    def _check_executor(self, job: Job) -> None:
+        """Refuse a coroutine job on an executor that would never await it."""
+        executor = self._executors.get(job.executor)
+        if (
+            executor is not None
+            and not isinstance(executor, QuartExecutor)
+            and iscoroutinefunction_partial(job.func)
+        ):
+            raise ValueError(
+                f"Job {job.id!r} is a coroutine function, which executor {job.executor!r} "
+                f"({type(executor).__name__}) would never await: use a threadpool or asyncio "
+                "executor, or the default one"
+            )
+
+    def _replace_pending(self, job: Job, alias: str, replace_existing: bool) -> None:
+        """Give a pending job's id the newest declaration, as the store would at start.
+
+        An index finds an earlier declaration in O(1); since APScheduler also edits the
+        pending list (remove_job, remove_all_jobs, start), a hit is confirmed in the list.
+        """
+        key = (alias, job.id)
+        other = self._pending_index.get(key)
+        self._pending_index[key] = job
+        if other is None or other is job or not any(p[0] is other for p in self._pending_jobs):
+            return
+        if not replace_existing:
+            self._pending_index[key] = other
+            raise ConflictingIdError(job.id)
+        if getattr(other, "next_run_time", undefined) is None and not hasattr(
+            job, "next_run_time"
+        ):
+            job._modify(next_run_time=None)  # re-declared: stays paused
+        self._pending_jobs[:] = [p for p in self._pending_jobs if p[0] is not other]
+
+    def _retime_pending(self) -> None:
+        for job, alias, _replace in self._pending_jobs:
+            self.check_storable(job, alias)
+            self._check_executor(job)
+            spec = self._retime.get(id_of(job))
+            if spec is not None:
+                job._modify(trigger=self._create_trigger(spec[0], dict(spec[1])))
+        self._retime.clear()
+
+    def make_trigger(self, trigger: Any, trigger_args: Mapping[str, Any]) -> BaseTrigger:
+        """Build a trigger as ``add_job`` would, in the scheduler's time zone."""
+        built: BaseTrigger = self._create_trigger(trigger, dict(trigger_args))
+        return built
+
+    def _real_add_job(self, job: Job, jobstore_alias: str, replace_existing: bool) -> None:
+        self.check_storable(job, jobstore_alias)
+        self._check_executor(job)
+        if self._starting and replace_existing and not hasattr(job, "next_run_time"):
+            # A job re-declared at start-up (config, @task) keeps the paused state it has
+            # in a persistent store.
+            try:
+                stored = self._lookup_jobstore(jobstore_alias).lookup_job(job.id)
+            except Exception:
+                stored = None
+            if stored is not None and stored.next_run_time is None:
+                job._modify(next_run_time=None)
+        super()._real_add_job(job, jobstore_alias, replace_existing)
+
+    def modify_job(self, job_id: str, jobstore: str | None = None, **changes: Any) -> Job:
+        if changes.keys() & {"func", "args", "kwargs", "trigger"}:
+            with self._jobstores_lock:
+                job, alias = self._lookup_job(job_id, jobstore)
+                if alias is None:  # still pending: it goes to the store it was added for
+                    alias = next((a for j, a, _ in self._pending_jobs if j is job), "default")
+                store = self._jobstores.get(alias)
+                if store is not None and is_persistent(store):
+                    candidate = _copy_job(job)
+                    candidate._modify(**dict(changes))
+                    self.check_storable(candidate, alias)
+        modified: Job = super().modify_job(job_id, jobstore, **changes)
+        return modified
+
+    def check_storable(self, job: Job, jobstore_alias: str) -> None:
+        """Raise :class:`JobNotStorableError` naming what a persistent store cannot hold."""
+        store = self._jobstores.get(jobstore_alias)
+        if store is None or not is_persistent(store):
+            return
+        where = f"job store {jobstore_alias!r} ({type(unwrap(store)).__name__})"
+        if not job.func_ref:
+            raise JobNotStorableError(
+                job.id,
+                "func",
+                f"Job {job.id!r}: {where} stores functions by reference and {job.func!r} has "
+                "none. Use a module-level function or a 'module:function' string.",
+            )
+        protocol = getattr(store, "pickle_protocol", pickle.HIGHEST_PROTOCOL)
+        items: list[tuple[str, Any]] = [(f"args[{i}]", arg) for i, arg in enumerate(job.args)]
+        items += [(f"kwargs[{key!r}]", value) for key, value in job.kwargs.items()]
+        items.append(("trigger", job.trigger))
+        for culprit, value in items:
+            try:
+                pickle.dumps(value, protocol)
+            except Exception as exc:
+                raise JobNotStorableError(
+                    job.id,
+                    culprit,
+                    f"Job {job.id!r}: {culprit} (a {type(value).__name__}) cannot be stored "
+                    f"in {where}: {exc}. Pass something picklable, such as an id to look "
+                    "the object up with.",
+                ) from exc
+
+    def run_job_now(self, job: Job) -> asyncio.Future[Any]:
+        """Run a job once now through its executor; the future yields its return value."""
+        if self.state == STATE_STOPPED:
+            raise SchedulerNotRunningError
+        if isinstance(job, UnloadableJob):
+            raise JobNotLoadableError(job.id, job.load_error)
+        executor = self._lookup_executor(job.executor)
+        loop = asyncio.get_running_loop()
+        if not isinstance(executor, QuartExecutor):
+            executor.submit_job(job, [datetime.now(timezone.utc)])
+            done: asyncio.Future[Any] = loop.create_future()
+            done.set_result(None)
+            return done
+        task = executor.submit_now(job)
+        self._dispatch_event(
+            JobSubmissionEvent(EVENT_JOB_SUBMITTED, job.id, job._jobstore_alias, [])
+        )
+        result = asyncio.ensure_future(_result_of(task))
+        result.add_done_callback(_retrieve)
+        return result
+
+    @property
+    def job_defaults(self) -> dict[str, Any]:
+        """``misfire_grace_time``, ``coalesce`` and ``max_instances`` jobs get by default."""
+        return dict(self._job_defaults)
+
+    @property
+    def memory_only(self) -> bool:
+        """True when every job store is in memory: calls into them never block."""
+        return not any(is_persistent(store) for store in self._jobstores.values())
+
+    def running_instances(self, job_id: str) -> int:
+        """How many runs of ``job_id`` are under way now, across executors."""
+        return sum(ex._instances.get(job_id, 0) for ex in self._executors.values())
+
+    # lifecycle --------------------------------------------------------------------------
+
+    def start(self, paused: bool = False) -> None:
+        """Start on the running loop; raises ``RuntimeError`` outside one."""
+        if self.state != STATE_STOPPED:
+            raise SchedulerAlreadyRunningError
+        self._eventloop = asyncio.get_running_loop()
+        self._generation += 1
+        self._failing_stores.clear()
+        if self.history is not None:
+            self.history.start()
+        self._starting = True
+        try:
+            super().start(paused)
+        finally:
+            self._starting = False
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop now: ``state`` is stopped when this returns, from any thread.
+
+        Running jobs are not interrupted. With ``wait`` they get ``shutdown_timeout``
+        seconds to finish (await :meth:`aclose` to wait for that), are cancelled after that
+        and logged as interrupted; job stores close once they are done.
+        """
+        if self.state == STATE_STOPPED:
+            raise SchedulerNotRunningError
+        loop = self._eventloop
+        if loop is None or loop.is_closed() or not loop.is_running() or on_loop(loop):
+            self._stop(wait)
+            return
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def stop() -> None:
+            try:
+                self._stop(wait)
+            except BaseException as exc:
+                done.set_exception(exc)
+            else:
+                done.set_result(None)
+
+        loop.call_soon_threadsafe(stop)
+        done.result()
+
+    def _stop(self, wait: bool) -> None:
+        if self.state == STATE_STOPPED:
+            raise SchedulerNotRunningError
+        self.state = STATE_STOPPED
+        self._stop_timer()
+        loop, self._eventloop = self._eventloop, None
+        with self._executors_lock:
+            batches = []
+            for executor in self._executors.values():
+                if isinstance(executor, QuartExecutor):
+                    batch = executor.detach()
+                    if batch is not None:
+                        batches.append(batch)
+                else:
+                    executor.shutdown(wait=False)
+        with self._jobstores_lock:
+            self._keep_memory_jobs()
+        stores = list(self._jobstores.values())
+        timeout = self.shutdown_timeout if wait else None
+        close = self._close(batches, stores, self._generation, timeout)
+        if loop is not None and loop.is_running():
+            self._closing = loop.create_task(close)
+        else:
+            close.close()
+            for batch in batches:
+                batch.pool.shutdown(wait=False, cancel_futures=True)
+            self._close_stores(stores)
+            if self.history is not None:
+                self.history.close_now()
+        logger.info("Scheduler stopped: no new runs; running jobs get to finish")
+        self._dispatch_event(SchedulerEvent(EVENT_SCHEDULER_SHUTDOWN))
+
+    async def _close(
+        self, batches: list[Batch], stores: list[Any], generation: int, timeout: float | None
+    ) -> None:
+        if timeout is not None:
+            await asyncio.gather(*(drain(batch, timeout) for batch in batches))
+        else:
+            # shutdown(wait=False): the runs go on; aclose() (the end of serving) still
+            # waits for them, so that their ends are recorded.
+            self._undrained += batches
+            for batch in batches:
+                batch.pool.shutdown(wait=False)
+        if self._generation == generation:  # not started again in the meantime
+            self._close_stores(stores)
+            if self.history is not None and not self.keep_history_open and not self._undrained:
+                await self.history.aclose()  # after the drain: interruptions are recorded
+        logger.info("Scheduler shut down")
+
+    def _keep_memory_jobs(self) -> None:
+        """Move in-memory jobs back to the pending list, next run times and pauses kept.
+
+        APScheduler's MemoryJobStore drops its jobs at shutdown; ours survive a stop and
+        start again (serving twice, app factories, tests), and stay listed while stopped.
+        ``remove_all_jobs()`` clears them on purpose.
+        """
+        kept = []
+        for alias, store in self._jobstores.items():
+            if isinstance(store, MemoryJobStore):
+                kept += [(job, alias, True) for job in store.get_all_jobs()]
+                store.remove_all_jobs()
+        self._pending_jobs[:0] = kept
+        for job, alias, _replace in kept:
+            self._pending_index[(alias, job.id)] = job
+
+    def _close_stores(self, stores: Iterable[Any]) -> None:
+        for store in stores:
+            try:
+                store.shutdown()
+            except Exception:
+                logger.exception("Closing job store %r failed", store)
+
+    async def aclose(self, timeout: float | None = None) -> None:
+        """Shut down if running, let running jobs finish (up to ``timeout`` s, default
+        ``shutdown_timeout``), cancel the rest, then close the job stores."""
+        if timeout is not None:
+            self.shutdown_timeout = timeout
+        if self.state != STATE_STOPPED:
+            self._stop(wait=True)
+        closing, self._closing = self._closing, None
+        if closing is not None:
+            await closing
+        undrained, self._undrained = self._undrained, []
+        if undrained:
+            await asyncio.gather(*(drain(batch, self.shutdown_timeout) for batch in undrained))
+            if self.history is not None and not self.keep_history_open:
+                await self.history.aclose()
+        if self._reports:
+            await asyncio.wait(set(self._reports), timeout=CANCEL_GRACE)
+
+
+id_of = id  # add_job's `id` parameter shadows the builtin
+
+
+def _copy_job(job: Job) -> Job:
+    """A shallow copy that works for pending jobs too (their __getstate__ does not)."""
+    copied: Job = object.__new__(type(job))
+    for slot in type(job).__slots__:
+        if slot != "__weakref__" and hasattr(job, slot):
+            setattr(copied, slot, getattr(job, slot))
+    return copied
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    # The executor already logged a failure: a caller who never awaits the result must not
+    # get asyncio's "exception was never retrieved" on top.
+    if not future.cancelled():
+        future.exception()
+
+
+async def _result_of(task: asyncio.Task[list[JobExecutionEvent]]) -> Any:
+    events = await task
+    for event in events:
+        if event.exception is not None:
+            raise event.exception
+        return event.retval
+    return None

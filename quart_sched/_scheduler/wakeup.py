@@ -1,0 +1,274 @@
+"""The wake-up loop: one pass per wake-up takes the due fires from each job store (off the
+loop for a persistent store), records them, asks the fire gate, and submits the runs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from apscheduler.events import (
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_REMOVED,
+    EVENT_JOB_SUBMITTED,
+    JobEvent,
+    JobSubmissionEvent,
+)
+from apscheduler.executors.base import MaxInstancesReachedError
+from apscheduler.job import Job
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.schedulers.base import (
+    STATE_RUNNING,
+    STATE_STOPPED,
+    TIMEOUT_MAX,
+)
+
+from .. import signals
+from .._gate import OPEN_GATE, Fire, FireGate
+from .._stores import is_persistent
+from .unloadable import UnloadableJob
+
+logger = logging.getLogger("quart_sched")
+
+
+def on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether the caller runs on ``loop``."""
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+class WakeupLoop(AsyncIOScheduler):  # type: ignore[misc]
+    """The scheduler's wake-up passes (they replace APScheduler's ``_process_jobs``)."""
+
+    #: Asked before any run starts which due fires may run here (see ``_gate``).
+    gate: FireGate = OPEN_GATE
+    _pass: asyncio.Task[None] | None
+    _pass_again: bool
+    _failing_stores: dict[str, str]
+    _unloadable_reported: set[tuple[str, str]]
+
+    #
+    # One pass per wake-up, as a task on the loop. For each store: take the due jobs and
+    # record their next run times (in a worker thread for a persistent store, so the loop
+    # never waits on it), then submit the runs on the loop. A fire is recorded in the
+    # store *before* it runs: when the store cannot take the write, the fire waits for it
+    # (and catches up by the job's coalesce and misfire settings), instead of running from
+    # a state that a later write could undo or that would run it again.
+
+    def wakeup(self) -> None:
+        """Process due jobs soon: from any thread, coalescing requests made meanwhile."""
+        loop = self._eventloop
+        if loop is None or loop.is_closed():
+            return
+        if on_loop(loop):
+            self._request_pass()
+        else:
+            loop.call_soon_threadsafe(self._request_pass)
+
+    def _request_pass(self) -> None:
+        if self.state == STATE_STOPPED or self._eventloop is None:
+            return
+        self._stop_timer()
+        if self._pass is not None:
+            self._pass_again = True  # something changed during the pass: look again after
+            return
+        self._pass = self._eventloop.create_task(self._run_passes())
+
+    async def _run_passes(self) -> None:
+        wait: float | None = None
+        try:
+            while True:
+                self._pass_again = False
+                try:
+                    wait = await self._process_due()
+                except Exception:
+                    wait = float(self.jobstore_retry_interval)
+                    logger.exception("Processing due jobs failed; trying again in %.3g s", wait)
+                if not self._pass_again or self.state == STATE_STOPPED:
+                    break
+        finally:
+            self._pass = None
+        if self.state == STATE_RUNNING:
+            self._start_timer(wait)
+
+    async def _process_due(self) -> float | None:
+        if self.state != STATE_RUNNING:
+            return None
+        next_wakeup: datetime | None = None
+        events: list[Any] = []
+        for alias, store in list(self._jobstores.items()):
+            if is_persistent(store):
+                taken = await asyncio.to_thread(self._take_due, alias, store)
+            else:
+                taken = self._take_due(alias, store)
+            for removed in taken.removed:
+                events.append(JobEvent(EVENT_JOB_REMOVED, removed, alias))
+            events += self._submit_fires(alias, await self._admitted(taken.fires))
+            for when in (taken.next_run, taken.retry_at):
+                if when is not None and (next_wakeup is None or when < next_wakeup):
+                    next_wakeup = when
+        for event in events:
+            self._dispatch_event(event)
+        if self.state != STATE_RUNNING or next_wakeup is None:
+            return None
+        wait = next_wakeup.timestamp() - datetime.now(self.timezone).timestamp()
+        return float(min(max(wait, 0.0), TIMEOUT_MAX))
+
+    async def _admitted(
+        self, fires: list[tuple[Job, list[datetime]]]
+    ) -> list[tuple[Job, list[datetime]]]:
+        """The fires the gate lets this process run (all of them with the open gate)."""
+        if self.gate is OPEN_GATE or not fires:
+            return fires
+        asked = [Fire(job.id, when) for job, run_times in fires for when in run_times]
+        admitted = set(await self.gate.admit(asked))
+        kept = []
+        for job, run_times in fires:
+            allowed = [when for when in run_times if Fire(job.id, when) in admitted]
+            if len(allowed) < len(run_times):
+                logger.debug(
+                    "Fire gate held back %d run(s) of job %r",
+                    len(run_times) - len(allowed),
+                    job.id,
+                )
+            if allowed:
+                kept.append((job, allowed))
+        return kept
+
+    def _take_due(self, alias: str, store: Any) -> _Taken:
+        """Take the due jobs of one store and record their next run times in it.
+
+        Runs in a worker thread for a persistent store; ``now`` is read after the store
+        answered, so time spent waiting on it never makes runs look due twice.
+        """
+        taken = _Taken()
+        with self._jobstores_lock:
+            try:
+                now = datetime.now(self.timezone)
+                due_jobs = store.get_due_jobs(now)
+                now = datetime.now(self.timezone)
+                for job in due_jobs:
+                    if isinstance(job, UnloadableJob):
+                        self._report_unloadable(job)
+                        taken.blocked = True
+                        continue
+                    self._take_one(alias, store, job, now, taken)
+                taken.next_run = self._store_next_run(store, now, taken.blocked)
+            except Exception as exc:
+                taken.retry_at = self._store_failed(alias, exc, datetime.now(self.timezone))
+                return taken
+        self._store_ok(alias)
+        return taken
+
+    def _take_one(self, alias: str, store: Any, job: Job, now: datetime, taken: _Taken) -> None:
+        if job.executor not in self._executors:
+            logger.error(
+                "Job %r names executor %r, which does not exist; removing the job",
+                job.id,
+                job.executor,
+            )
+            store.remove_job(job.id)
+            taken.removed.append(job.id)
+            return
+        run_times = due_run_times(job, now)
+        if not run_times:
+            return
+        next_run = job.trigger.get_next_fire_time(run_times[-1], now)
+        # Recorded before the runs start; if this raises, they do not start.
+        try:
+            if next_run is None:
+                store.remove_job(job.id)
+                taken.removed.append(job.id)
+            else:
+                job._modify(next_run_time=next_run)
+                store.update_job(job)
+        except JobLookupError:
+            return  # removed meanwhile: its fire goes with it
+        taken.fires.append((job, run_times))
+
+    def _store_next_run(self, store: Any, now: datetime, blocked: bool) -> datetime | None:
+        """When the store next has work; past unloadable jobs are retried later, not now."""
+        next_run: datetime | None = store.get_next_run_time()
+        if next_run is not None and blocked and next_run <= now:
+            loadable = [
+                job.next_run_time
+                for job in store.get_all_jobs()
+                if job.next_run_time is not None and not isinstance(job, UnloadableJob)
+            ]
+            retry = now + timedelta(seconds=self.jobstore_retry_interval)
+            next_run = min([*loadable, retry])
+        return None if next_run is None else next_run.astimezone(self.timezone)
+
+    def _report_unloadable(self, job: UnloadableJob) -> None:
+        key = (job.id, job.load_error)
+        level = logging.DEBUG if key in self._unloadable_reported else logging.WARNING
+        self._unloadable_reported.add(key)
+        logger.log(
+            level,
+            "Job %r cannot be loaded (%s); it is kept in its store and runs again once its "
+            "code loads",
+            job.id,
+            job.load_error,
+        )
+
+    def _submit_fires(self, alias: str, fires: list[tuple[Job, list[datetime]]]) -> list[Any]:
+        events: list[Any] = []
+        for job, run_times in fires:
+            try:
+                executor = self._lookup_executor(job.executor)
+                executor.submit_job(job, run_times)
+            except MaxInstancesReachedError:
+                logger.warning(
+                    "Run of job %r skipped: %d instance(s) already running (max_instances)",
+                    job.id,
+                    job.max_instances,
+                )
+                events.append(
+                    JobSubmissionEvent(EVENT_JOB_MAX_INSTANCES, job.id, alias, run_times)
+                )
+                for run_time in run_times:
+                    self._report_soon(signals.job_skipped, job.id, run_time)
+            except Exception:
+                logger.exception("Submitting job %r to executor %r failed", job.id, job.executor)
+            else:
+                events.append(JobSubmissionEvent(EVENT_JOB_SUBMITTED, job.id, alias, run_times))
+        return events
+
+    def _store_failed(self, alias: str, exc: Exception, now: datetime) -> datetime:
+        retry = self.jobstore_retry_interval
+        # SQLAlchemy's message repeats the statement and its parameters, which change on
+        # every retry (and may hold pickled job data): the driver's own error says enough.
+        cause = getattr(exc, "orig", None) or exc
+        message = f"{type(cause).__name__}: {cause}"
+        level = logging.DEBUG if self._failing_stores.get(alias) == message else logging.WARNING
+        self._failing_stores[alias] = message
+        logger.log(level, "Job store %r failed (%s); retrying in %.3g s", alias, message, retry)
+        return now + timedelta(seconds=retry)
+
+    def _store_ok(self, alias: str) -> None:
+        if self._failing_stores.pop(alias, None) is not None:
+            logger.warning("Job store %r is reachable again; resuming", alias)
+
+
+@dataclass
+class _Taken:
+    """What one pass took from one store: runs to start and when to look again."""
+
+    fires: list[tuple[Job, list[datetime]]] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    next_run: datetime | None = None
+    retry_at: datetime | None = None
+    blocked: bool = False  # unloadable jobs are due: the store's next run time hides others
+
+
+def due_run_times(job: Job, now: datetime) -> list[datetime]:
+    """The run times of ``job`` due at ``now``: the last one only when it coalesces."""
+    run_times: list[datetime] = job._get_run_times(now)
+    if run_times and job.coalesce:
+        return run_times[-1:]
+    return run_times
