@@ -308,13 +308,16 @@ def _check_fires(ext: APScheduler, spec: dict[str, Any]) -> None:
 async def add_job(ext: APScheduler) -> Response:
     spec = _json.parse_job_body(await read_json(), tz=ext.scheduler.timezone)
     _check_fires(ext, spec)
-    ext.check_api_function(spec["func"])
+    ref = spec["func"]
+    # The resolved function, never the client's string: APScheduler's ref_to_obj would
+    # import a submodule the string names.
+    spec["func"] = await ext.resolve_api_function(ref)
     try:
         job = await ext.offload(ext.add_job, **spec)
     except ConflictingIdError:
         return error(409, f"Job {spec['id']!r} already exists")
     except (LookupError, ValueError, TypeError, ArithmeticError) as exc:
-        raise _import_error(exc, spec["func"]) from None
+        raise _import_error(exc, ref) from None
     return json_response((await _jobs_json(ext, [job]))[0])
 
 
@@ -338,15 +341,16 @@ async def update_job(ext: APScheduler, job_id: str) -> Response:
     )
     changes.pop("id", None)
     _check_fires(ext, changes)
-    if "func" in changes:
-        ext.check_api_function(changes["func"])
+    ref = changes.get("func")
+    if ref is not None:
+        changes["func"] = await ext.resolve_api_function(ref)
     if changes:
         try:
             await ext.offload(ext.modify_job, job_id, **changes)
         except (LookupError, ValueError, TypeError, ArithmeticError) as exc:
             if isinstance(exc, (JobLookupError, ConflictingIdError)):
                 raise
-            raise _import_error(exc, changes.get("func")) from None
+            raise _import_error(exc, ref) from None
     return await _job_json(ext, job_id)
 
 
