@@ -268,6 +268,18 @@ POST_CASES = [
     pytest.param(body(coalesce="yes"), "coalesce", id="coalesce-string"),
     pytest.param(body(coalesce=1), "coalesce", id="coalesce-number"),
     pytest.param(body(name=5), "name", id="name-number"),
+    # control characters in what reaches a log (a forged log line, ANSI escapes)
+    pytest.param(body(name="x\n2026-01-01 CRITICAL forged"), "name", id="name-newline"),
+    pytest.param(body(name="\x1b[2J\x1b[31mred"), "name", id="name-ansi"),
+    pytest.param(body(name="a\rb"), "name", id="name-cr"),
+    pytest.param(body(name="a\x9bb"), "name", id="name-c1-csi"),
+    pytest.param(body(func=NOOP + "\n"), "func", id="func-trailing-newline"),
+    pytest.param(body(id="a\x1b[0m"), "id", id="id-ansi"),
+    pytest.param(trigger_body(trigger="cron", hour="3\n"), "hour", id="cron-hour-newline"),
+    pytest.param(body(trigger="interval\n"), "trigger", id="trigger-newline"),
+    pytest.param(body(start_date="2030-01-01T00:00:00\n"), "start_date", id="date-newline"),
+    pytest.param(body(jobstore="default\n"), "jobstore", id="jobstore-newline"),
+    pytest.param(body(executor="\x1b[31m"), "executor", id="executor-ansi"),
     # fields that are not a job's
     pytest.param(body(colour="red"), "colour", id="unknown-field"),
     pytest.param(body(Trigger="cron"), "Trigger", id="unknown-field-case"),
@@ -486,6 +498,9 @@ PATCH_CASES = [
     pytest.param({"executor": "default"}, "executor", id="executor"),
     pytest.param({"replace_existing": True}, "replace_existing", id="replace_existing"),
     pytest.param({"args": [9], "jobstore": "x"}, "jobstore", id="valid-plus-jobstore"),
+    pytest.param({"args": [9], "name": "ok\nforged"}, "name", id="valid-plus-name-newline"),
+    pytest.param({"func": OTHER + "\n"}, "func", id="func-trailing-newline"),
+    pytest.param({"trigger": {"type": "cron", "minute": "5\r"}}, "minute", id="legacy-minute-cr"),
     pytest.param(
         {"args": [9], "trigger": "cron", "minute": 99}, "minute", id="valid-plus-bad-trigger"
     ),
