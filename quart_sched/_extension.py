@@ -414,6 +414,17 @@ class APScheduler:
         """Seconds ``POST /jobs/<id>/run`` waits for the run (``SCHEDULER_API_RUN_TIMEOUT``)."""
         return self._config.api_run_timeout if self._config else 30.0
 
+    @property
+    def api_min_interval(self) -> float:
+        """The fewest seconds between two fires of a trigger the API creates or changes
+        (``SCHEDULER_API_MIN_INTERVAL``; 0: no floor)."""
+        return self._config.api_min_interval if self._config else 1.0
+
+    @property
+    def api_trusted_hosts(self) -> tuple[str, ...] | None:
+        """The ``Host`` names the API answers (``SCHEDULER_API_TRUSTED_HOSTS``), None for any."""
+        return self._config.api_trusted_hosts if self._config else None
+
     def api_function(self, func: F) -> F:
         """Let the REST API schedule ``func`` (usable as a decorator)::
 
@@ -495,14 +506,14 @@ class APScheduler:
         previous = None
         try:
             current = job.next_run_time or job.trigger.get_next_fire_time(None, now)
-        except (OverflowError, ValueError):
+        except Exception:  # a trigger APScheduler cannot compute (a date past 9999)
             return times
         while current is not None and len(times) < n:
             times.append(current)
             previous = current
             try:
                 current = job.trigger.get_next_fire_time(previous, previous)
-            except (OverflowError, ValueError):  # the calendar ends at year 9999
+            except Exception:  # the calendar ends at year 9999; custom triggers may raise
                 break
             if current is not None and current <= previous:
                 break

@@ -252,6 +252,12 @@ def check_job_id(value: Any) -> str:
     return text
 
 
+def interval_seconds(args: Mapping[str, Any]) -> float:
+    """The length of an interval trigger's ``weeks/days/hours/minutes/seconds``, summed as
+    the client sent them: APScheduler rounds ``seconds: 1e-300`` to 0 and then to 1 s."""
+    return float(sum(args.get(unit, 0) * _UNIT_SECONDS[unit] for unit in INTERVAL_UNITS))
+
+
 def _trigger_args(trigger: str, body: Mapping[str, Any], tz: Any) -> dict[str, Any]:
     """Type-check and convert the trigger's arguments, naming the field at fault."""
     args: dict[str, Any] = {}
@@ -282,7 +288,7 @@ def _trigger_args(trigger: str, body: Mapping[str, Any], tz: Any) -> dict[str, A
                 raise ValidationError(name, f"{name}: {exc}") from None
             args[name] = value
     if trigger == "interval":
-        total = sum(args.get(unit, 0) * _UNIT_SECONDS[unit] for unit in INTERVAL_UNITS)
+        total = interval_seconds(args)
         if total > MAX_SECONDS:
             raise ValidationError(
                 "trigger", f"an interval trigger's interval must be at most {MAX_SECONDS} s"
