@@ -20,6 +20,7 @@ import inspect
 import logging
 import pickle
 import traceback
+from collections import deque
 from collections.abc import Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -873,7 +874,7 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
                         )
                         self.remove_job(job.id, alias)
                         continue
-                    run_times = job._get_run_times(now)
+                    run_times = due_run_times(job, now)
                     if run_times and job.coalesce:
                         run_times = run_times[-1:]
                     if not run_times:
@@ -926,6 +927,57 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
 
 
 id_of = id  # add_job's `id` parameter shadows the builtin
+
+#: Most run times one pass hands a job that fell behind, and most fire times it steps
+#: through to find them: an outage or a tiny interval must not make the scheduler build
+#: an unbounded list of missed runs (APScheduler's Job._get_run_times does).
+MAX_DUE_RUN_TIMES = 100
+MAX_DUE_STEPS = 1000
+
+
+def due_run_times(job: Job, now: datetime) -> list[datetime]:
+    """The run times ``job`` owes at ``now``, as ``job._get_run_times(now)``, bounded.
+
+    Only what can still run is kept: with ``coalesce`` the latest, else the latest
+    :data:`MAX_DUE_RUN_TIMES`. A job more than :data:`MAX_DUE_STEPS` fires behind (an
+    outage, a tiny interval) skips to the fires near ``now``, never before its
+    misfire_grace_time, instead of stepping through every fire it missed: the skipped
+    ones are neither run nor reported one by one; a warning says so.
+    """
+    keep = 1 if job.coalesce else MAX_DUE_RUN_TIMES
+    first: datetime | None = job.next_run_time
+    run_times, following = _walk_fires(job.trigger, first, now, keep)
+    if first is None or following is None or following > now:
+        return run_times
+    # Far behind: start again `keep` mean gaps before now (never before the grace time).
+    gap = max((following - first) / MAX_DUE_STEPS, timedelta(microseconds=1))
+    start = now - gap * keep
+    if job.misfire_grace_time is not None:
+        start = max(start, now - timedelta(seconds=job.misfire_grace_time))
+    restart = job.trigger.get_next_fire_time(None, start)
+    if restart is None or restart > now:
+        return run_times  # a later pass goes on from the last of these
+    logger.warning(
+        "Job %r is more than %d runs behind: skipping the runs scheduled before %s",
+        job.id,
+        MAX_DUE_STEPS,
+        restart.isoformat(),
+    )
+    return _walk_fires(job.trigger, restart, now, keep)[0]
+
+
+def _walk_fires(
+    trigger: BaseTrigger, fire: datetime | None, now: datetime, keep: int
+) -> tuple[list[datetime], datetime | None]:
+    """Up to :data:`MAX_DUE_STEPS` fire times from ``fire`` to ``now``, keeping the last
+    ``keep``; and the fire time after them."""
+    run_times: deque[datetime] = deque(maxlen=keep)
+    for _ in range(MAX_DUE_STEPS):
+        if fire is None or fire > now:
+            break
+        run_times.append(fire)
+        fire = trigger.get_next_fire_time(fire, now)
+    return list(run_times), fire
 
 
 def _copy_job(job: Job) -> Job:
