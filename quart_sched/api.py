@@ -157,9 +157,29 @@ def _cross_site() -> bool:
     return not rest or rest.rstrip("/").lower() != request.host.lower()
 
 
+def _host_trusted(trusted: tuple[str, ...]) -> bool:
+    """Whether the request's Host names one of ``trusted`` (port ignored; ``.example.com``
+    matches it and its subdomains). A DNS-rebinding page sends its own name as Host, and
+    as Origin, so the cross-site check cannot see it: only the name can."""
+    host = request.host.lower()
+    # Drop the port; an IPv6 literal ([::1]:8000) keeps its brackets.
+    ipv6 = host.startswith("[")
+    name = host.partition("]")[0] + "]" if ipv6 else host.partition(":")[0].rstrip(".")
+    return bool(name) and any(
+        name == allowed
+        or (allowed.startswith(".") and (name.endswith(allowed) or name == allowed[1:]))
+        for allowed in trusted
+    )
+
+
 def _guarded(ext: APScheduler, view: View) -> View:
     @wraps(view)
     async def guarded(**kwargs: Any) -> Response:
+        trusted = ext.api_trusted_hosts
+        if trusted is not None and not _host_trusted(trusted):
+            return error(
+                400, f"host {request.host!r} is not trusted: see SCHEDULER_API_TRUSTED_HOSTS"
+            )
         if ext.auth is not None:
             credentials = ext.auth.get_authorization()
             if credentials is None or not await ext.check_credentials(credentials):
