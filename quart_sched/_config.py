@@ -20,6 +20,7 @@ DEFAULT_ENDPOINT_PREFIX = "scheduler."
 DEFAULT_SHUTDOWN_TIMEOUT = 20.0
 DEFAULT_JOBSTORE_RETRY_INTERVAL = 10.0
 DEFAULT_API_RUN_TIMEOUT = 30.0
+DEFAULT_API_MIN_INTERVAL = 1.0
 DEFAULT_HISTORY_FILE = "quart_sched.sqlite"
 DEFAULT_HISTORY_KEEP_RUNS = 1000
 DEFAULT_HISTORY_KEEP_DAYS = 30.0
@@ -47,6 +48,17 @@ KEYS: dict[str, tuple[str, str, str]] = {
         "float",
         str(DEFAULT_API_RUN_TIMEOUT),
         "Seconds POST /jobs/<id>/run waits for the run before answering 202.",
+    ),
+    "SCHEDULER_API_MIN_INTERVAL": (
+        "float",
+        str(DEFAULT_API_MIN_INTERVAL),
+        "Seconds: the API refuses triggers that would fire more often (0: no floor).",
+    ),
+    "SCHEDULER_API_TRUSTED_HOSTS": (
+        "list[str] | None",
+        "None",
+        "Host header names the API answers (others get 400); '.example.com' matches "
+        "subdomains. None: any host.",
     ),
     "SCHEDULER_HISTORY": (
         "str | False",
@@ -92,6 +104,8 @@ class SchedulerConfig:
     auth: Any = None
     api_allowed_funcs: tuple[str, ...] = ()
     api_run_timeout: float = DEFAULT_API_RUN_TIMEOUT
+    api_min_interval: float = DEFAULT_API_MIN_INTERVAL
+    api_trusted_hosts: tuple[str, ...] | None = None
     history: str | None = None
     history_keep_runs: int | None = DEFAULT_HISTORY_KEEP_RUNS
     history_keep_days: float | None = DEFAULT_HISTORY_KEEP_DAYS
@@ -180,6 +194,16 @@ def load_config(
             'SCHEDULER_API_ALLOWED_FUNCS must be a list of globs, e.g. ["app.jobs:*"]'
         )
 
+    trusted = config.get("SCHEDULER_API_TRUSTED_HOSTS")
+    if trusted is not None and (
+        isinstance(trusted, str)
+        or not isinstance(trusted, Sequence)
+        or not all(isinstance(h, str) and h for h in trusted)
+    ):
+        raise ConfigurationError(
+            'SCHEDULER_API_TRUSTED_HOSTS must be a list of host names, e.g. ["sched.example.com"]'
+        )
+
     jobstores = _mapping(config, "SCHEDULER_JOBSTORES")
     executors = _mapping(config, "SCHEDULER_EXECUTORS")
     job_defaults = _mapping(config, "SCHEDULER_JOB_DEFAULTS")
@@ -211,6 +235,8 @@ def load_config(
         auth=config.get("SCHEDULER_AUTH", auth),
         api_allowed_funcs=tuple(funcs),
         api_run_timeout=_seconds(config, "SCHEDULER_API_RUN_TIMEOUT", DEFAULT_API_RUN_TIMEOUT),
+        api_min_interval=_seconds(config, "SCHEDULER_API_MIN_INTERVAL", DEFAULT_API_MIN_INTERVAL),
+        api_trusted_hosts=None if trusted is None else tuple(h.lower() for h in trusted),
         history=_history(config, instance_path),
         history_keep_runs=_limit(config, "SCHEDULER_HISTORY_KEEP_RUNS", DEFAULT_HISTORY_KEEP_RUNS),
         history_keep_days=_limit(config, "SCHEDULER_HISTORY_KEEP_DAYS", DEFAULT_HISTORY_KEEP_DAYS),

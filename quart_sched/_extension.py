@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import enum
 import fnmatch
+import importlib
 import logging
+import re
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from apscheduler.events import EVENT_ALL
 from apscheduler.jobstores.base import ConflictingIdError
 from apscheduler.schedulers.base import STATE_PAUSED
-from apscheduler.util import obj_to_ref, ref_to_obj
+from apscheduler.util import obj_to_ref
 
 from . import _json
 from ._config import (
@@ -35,6 +37,7 @@ from .errors import (
     QuartSchedError,
     SchedulerAlreadyRunningError,
     SchedulerNotRunningError,
+    ValidationError,
 )
 
 if TYPE_CHECKING:
@@ -484,6 +487,17 @@ class APScheduler:
         """Seconds ``POST /jobs/<id>/run`` waits for the run (``SCHEDULER_API_RUN_TIMEOUT``)."""
         return self._config.api_run_timeout if self._config else 30.0
 
+    @property
+    def api_min_interval(self) -> float:
+        """The fewest seconds between two fires of a trigger the API creates or changes
+        (``SCHEDULER_API_MIN_INTERVAL``; 0: no floor)."""
+        return self._config.api_min_interval if self._config else 1.0
+
+    @property
+    def api_trusted_hosts(self) -> tuple[str, ...] | None:
+        """The ``Host`` names the API answers (``SCHEDULER_API_TRUSTED_HOSTS``), None for any."""
+        return self._config.api_trusted_hosts if self._config else None
+
     def api_function(self, func: F) -> F:
         """Let the REST API schedule ``func`` (usable as a decorator)::
 
@@ -506,36 +520,43 @@ class APScheduler:
     def api_function_allowed(self, ref: str) -> bool:
         """Whether the API may schedule ``"module:qualname"``: a job's function defined in
         code or config, one registered with :meth:`api_function`, or one matching a glob
-        of ``SCHEDULER_API_ALLOWED_FUNCS``. Decided without importing anything."""
+        of ``SCHEDULER_API_ALLOWED_FUNCS``. Decided without importing anything.
+
+        A glob reaches a private name (a part starting with ``_``, ``__main__`` included)
+        only when the pattern spells that part out: ``"app.jobs:*"`` does not allow
+        ``"app.jobs:_helper"``, ``"app.jobs:_*"`` does."""
         if ref in self._api_functions:
             return True
         patterns = self._config.api_allowed_funcs if self._config else ()
-        return any(fnmatch.fnmatchcase(ref, pattern) for pattern in patterns)
+        return any(_glob_allows(pattern, ref) for pattern in patterns)
 
-    def check_api_function(self, ref: str) -> None:
-        """Raise :class:`FunctionNotAllowedError` unless the API may schedule ``ref``.
+    async def resolve_api_function(self, ref: str) -> Callable[..., Any]:
+        """The function ``ref`` names, if the API may schedule it.
 
-        A glob allows the functions *defined* in the modules it matches, not what they
-        import: ``"app.jobs:*"`` must not reach ``"app.jobs:os.system"``. So a reference
-        allowed only by a glob is resolved (importing that allowed module) and must name
-        the function where it is defined.
+        The allowlist is checked before anything is imported. Then only the module before
+        the colon is imported (in a worker thread: its import-time code must not stall the
+        loop), and the rest is looked up with ``getattr``, so a reference never imports a
+        submodule it names. A glob allows the functions *defined* in the modules it
+        matches, not what they import: ``"app.jobs:*"`` must not reach
+        ``"app.jobs:os.system"``.
+
+        :raises FunctionNotAllowedError: if the API may not schedule ``ref``
+        :raises ValidationError: (field ``func``) if it cannot be imported or found
         """
-        if ref in self._api_functions:
-            return
         if not self.api_function_allowed(ref):
             logger.warning("Refused to schedule %r over the API: not allowed", ref)
             raise FunctionNotAllowedError(ref)
+        target = await asyncio.to_thread(_resolve_reference, ref)
         module, _, qualname = ref.partition(":")
-        try:
-            target = ref_to_obj(ref)
-        except LookupError:
-            return  # not importable: add_job reports it as a bad func
-        if (
+        if ref not in self._api_functions and (
             getattr(target, "__module__", None) != module
             or getattr(target, "__qualname__", None) != qualname
         ):
             logger.warning("Refused to schedule %r over the API: not defined there", ref)
             raise FunctionNotAllowedError(ref)
+        if not callable(target):
+            raise ValidationError("func", f"func {ref!r} is not a function")
+        return target  # type: ignore[no-any-return]
 
     def api_functions(self) -> dict[str, list[str]]:
         """What the API may schedule: exact references and glob patterns."""
@@ -559,14 +580,14 @@ class APScheduler:
         previous = None
         try:
             current = job.next_run_time or job.trigger.get_next_fire_time(None, now)
-        except (OverflowError, ValueError):
+        except Exception:  # a trigger APScheduler cannot compute (a date past 9999)
             return times
         while current is not None and len(times) < n:
             times.append(current)
             previous = current
             try:
                 current = job.trigger.get_next_fire_time(previous, previous)
-            except (OverflowError, ValueError):  # the calendar ends at year 9999
+            except Exception:  # the calendar ends at year 9999; custom triggers may raise
                 break
             if current is not None and current <= previous:
                 break
@@ -638,3 +659,40 @@ class APScheduler:
     async def get_last_runs(self, job_ids: list[str]) -> dict[str, dict[str, Any]]:
         """The latest recorded run of each of ``job_ids`` that has one."""
         return await self._open_history().last_runs(job_ids)
+
+
+def _glob_allows(pattern: str, ref: str) -> bool:
+    """``fnmatch`` of ``ref`` against ``pattern``, where a private part of ``ref`` must be
+    spelled out by a part of the pattern that starts with ``_`` too."""
+    if not fnmatch.fnmatchcase(ref, pattern):
+        return False
+    private = [part for part in re.split(r"[.:]", ref) if part.startswith("_")]
+    if not private:
+        return True
+    named = [part for part in re.split(r"[.:]", pattern) if part.startswith("_")]
+    return all(any(fnmatch.fnmatchcase(part, name) for name in named) for part in private)
+
+
+def _resolve_reference(ref: str) -> Any:
+    """Import the module before the colon and walk the rest with ``getattr``.
+
+    Unlike APScheduler's ``ref_to_obj``, which imports ``pkg.mod.attr`` when ``attr`` is a
+    submodule, nothing but the named module is imported. Whatever its import raises,
+    ``SystemExit`` included, becomes a :class:`ValidationError`: a client's request must
+    not end the worker.
+    """
+    module_name, _, qualname = ref.partition(":")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except BaseException as exc:  # SystemExit from a module must not end the worker
+        raise ValidationError(
+            "func", f"func {ref!r} cannot be imported: {type(exc).__name__}: {exc}"
+        ) from None
+    for part in qualname.split("."):
+        try:
+            target = getattr(target, part)
+        except BaseException:  # a module's __getattr__ may raise anything
+            raise ValidationError(
+                "func", f"func {ref!r} cannot be found: {module_name} has no {qualname!r}"
+            ) from None
+    return target

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import unicodedata
 from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
@@ -49,7 +50,10 @@ MAX_SECONDS = 100 * 366 * 86400
 MAX_INSTANCES = 10_000
 _UNIT_SECONDS = {"weeks": 604800, "days": 86400, "hours": 3600, "minutes": 60, "seconds": 1}
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
-FUNC_REF = re.compile(rf"^{_NAME}(\.{_NAME})*:{_NAME}(\.{_NAME})*$")
+#: Used with fullmatch: ``$`` alone would accept a trailing newline.
+FUNC_REF = re.compile(rf"{_NAME}(\.{_NAME})*:{_NAME}(\.{_NAME})*")
+#: Fields whose strings are the job's own data, never logged: they may hold any text.
+_ARGUMENT_FIELDS = frozenset({"args", "kwargs"})
 
 
 # ------------------------------------------------------------------------ job -> JSON
@@ -217,9 +221,22 @@ def _timezone(value: Any) -> ZoneInfo:
         ) from None
 
 
+def has_control_chars(text: str) -> bool:
+    """Whether ``text`` holds a C0/C1 control character (newline, ESC of an ANSI sequence)
+    or a Unicode line break: written into a log, these forge or hide lines."""
+    return any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in text)
+
+
+def _loggable(field: str, value: Any) -> None:
+    if isinstance(value, str) and has_control_chars(value):
+        raise ValidationError(
+            field, f"{field} must not contain control characters (newlines, escapes)"
+        )
+
+
 def check_func_ref(value: Any) -> str:
     text = _string("func", value)
-    if not FUNC_REF.match(text):
+    if not FUNC_REF.fullmatch(text):
         raise ValidationError(
             "func", f"func: {text!r} is not a 'module:function' reference, e.g. 'app.jobs:report'"
         )
@@ -230,9 +247,15 @@ def check_job_id(value: Any) -> str:
     text = _string("id", value)
     if not text or len(text) > MAX_ID_LENGTH:
         raise ValidationError("id", f"id must be 1 to {MAX_ID_LENGTH} characters long")
-    if "/" in text or any(ord(c) < 32 or ord(c) == 127 for c in text):
+    if "/" in text or has_control_chars(text):
         raise ValidationError("id", "id must not contain '/' or control characters")
     return text
+
+
+def interval_seconds(args: Mapping[str, Any]) -> float:
+    """The length of an interval trigger's ``weeks/days/hours/minutes/seconds``, summed as
+    the client sent them: APScheduler rounds ``seconds: 1e-300`` to 0 and then to 1 s."""
+    return float(sum(args.get(unit, 0) * _UNIT_SECONDS[unit] for unit in INTERVAL_UNITS))
 
 
 def _trigger_args(trigger: str, body: Mapping[str, Any], tz: Any) -> dict[str, Any]:
@@ -265,7 +288,7 @@ def _trigger_args(trigger: str, body: Mapping[str, Any], tz: Any) -> dict[str, A
                 raise ValidationError(name, f"{name}: {exc}") from None
             args[name] = value
     if trigger == "interval":
-        total = sum(args.get(unit, 0) * _UNIT_SECONDS[unit] for unit in INTERVAL_UNITS)
+        total = interval_seconds(args)
         if total > MAX_SECONDS:
             raise ValidationError(
                 "trigger", f"an interval trigger's interval must be at most {MAX_SECONDS} s"
@@ -310,7 +333,7 @@ def parse_job_body(
             raise ValidationError("trigger", f"unknown trigger {trigger!r}; use one of: {known}")
 
     allowed = JOB_FIELDS | (set(trigger_arg_names(trigger)) if trigger else set())
-    for field in data:
+    for field, value in data.items():
         if field in SERVER_ONLY_FIELDS:
             raise ValidationError(field, f"{field} cannot be set over the API")
         if field not in allowed:
@@ -325,6 +348,8 @@ def parse_job_body(
                     f'e.g. {{"trigger": "{owners[0]}", {example}}}',
                 )
             raise ValidationError(field, f"unknown field {field!r}")
+        if field not in _ARGUMENT_FIELDS:  # the rest may reach a log: names, triggers, dates
+            _loggable(field, value)
 
     out: dict[str, Any] = {}
     if "id" in data:

@@ -158,9 +158,29 @@ def _cross_site() -> bool:
     return not rest or rest.rstrip("/").lower() != request.host.lower()
 
 
+def _host_trusted(trusted: tuple[str, ...]) -> bool:
+    """Whether the request's Host names one of ``trusted`` (port ignored; ``.example.com``
+    matches it and its subdomains). A DNS-rebinding page sends its own name as Host, and
+    as Origin, so the cross-site check cannot see it: only the name can."""
+    host = request.host.lower()
+    # Drop the port; an IPv6 literal ([::1]:8000) keeps its brackets.
+    ipv6 = host.startswith("[")
+    name = host.partition("]")[0] + "]" if ipv6 else host.partition(":")[0].rstrip(".")
+    return bool(name) and any(
+        name == allowed
+        or (allowed.startswith(".") and (name.endswith(allowed) or name == allowed[1:]))
+        for allowed in trusted
+    )
+
+
 def _guarded(ext: APScheduler, view: View) -> View:
     @wraps(view)
     async def guarded(**kwargs: Any) -> Response:
+        trusted = ext.api_trusted_hosts
+        if trusted is not None and not _host_trusted(trusted):
+            return error(
+                400, f"host {request.host!r} is not trusted: see SCHEDULER_API_TRUSTED_HOSTS"
+            )
         if ext.auth is not None:
             credentials = ext.auth.get_authorization()
             if credentials is None or not await ext.check_credentials(credentials):
@@ -285,16 +305,22 @@ async def shutdown_scheduler(ext: APScheduler) -> Response:
     return no_content()
 
 
+#: Fire times probed to find how often a trigger fires (cron gaps repeat within a few).
+FIRE_PROBES = 20
+
+
 def _check_fires(ext: APScheduler, spec: dict[str, Any]) -> None:
-    """Refuse a trigger that never fires (``day: 31, month: 2``, an end in the past)."""
+    """Refuse a trigger that never fires (``day: 31, month: 2``, an end in the past), one
+    that fires more often than ``SCHEDULER_API_MIN_INTERVAL``, and one APScheduler
+    cannot compute: whatever building or probing it raises is the client's input at fault."""
     if "trigger" not in spec:
         return
     trigger_name, trigger_args = _jobs.pop_trigger(dict(spec))
     try:
         trigger = ext.scheduler.make_trigger(trigger_name, trigger_args)
         first = trigger.get_next_fire_time(None, datetime.now(ext.scheduler.timezone))
-    except (ValueError, TypeError, ArithmeticError) as exc:
-        raise ValidationError("trigger", f"trigger: {exc}") from None
+    except Exception as exc:  # e.g. CronTrigger's IndexError for a start_date in 9999
+        raise _uncomputable(trigger_args, exc) from None
     if first is None:
         raise ValidationError("trigger", "this trigger never fires: check its fields and dates")
     grace = spec.get("misfire_grace_time", ext.scheduler.job_defaults["misfire_grace_time"])
@@ -306,18 +332,68 @@ def _check_fires(ext: APScheduler, spec: dict[str, Any]) -> None:
                 f"run_date is {late} in the past, beyond misfire_grace_time ({grace} s): "
                 "the run would be dropped as missed",
             )
+    if trigger_name != "date":
+        _check_min_interval(ext, trigger_name, trigger_args, trigger, first)
+
+
+def _uncomputable(trigger_args: dict[str, Any], exc: Exception) -> ValidationError:
+    dates = [name for name in _jobs.DATE_FIELDS if name in trigger_args]
+    hint = f"check {' and '.join(dates)}" if dates else "check its fields"
+    return ValidationError(
+        "trigger",
+        f"trigger: when this trigger fires cannot be computed ({type(exc).__name__}: {exc}); "
+        f"{hint}",
+    )
+
+
+def _check_min_interval(
+    ext: APScheduler, name: str, args: dict[str, Any], trigger: Any, first: datetime
+) -> None:
+    floor = ext.api_min_interval
+    if floor <= 0:
+        return
+    if name == "interval":
+        # The client's numbers, not the trigger's: APScheduler turns 1e-300 s into 1 s.
+        gap = _json.interval_seconds(args)
+        fields = [unit for unit in _json.INTERVAL_UNITS if unit in args]
+    else:
+        gap = math.inf
+        previous = first
+        try:
+            for _ in range(FIRE_PROBES):
+                try:
+                    following = trigger.get_next_fire_time(previous, previous)
+                except OverflowError:  # the calendar ends at year 9999: no later fire
+                    break
+                if following is None or following <= previous:
+                    break
+                gap = min(gap, (following - previous).total_seconds())
+                previous = following
+        except Exception as exc:
+            raise _uncomputable(args, exc) from None
+        fields = [field for field in _json.CRON_FIELDS if field in args]
+    if gap < floor:
+        field = fields[-1] if fields else "trigger"  # the finest unit given
+        raise ValidationError(
+            field,
+            f"{field}: this trigger would fire every {gap:g} s, more often than the API allows "
+            f"(SCHEDULER_API_MIN_INTERVAL = {floor:g} s)",
+        )
 
 
 async def add_job(ext: APScheduler) -> Response:
     spec = _json.parse_job_body(await read_json(), tz=ext.scheduler.timezone)
     _check_fires(ext, spec)
-    ext.check_api_function(spec["func"])
+    ref = spec["func"]
+    # The resolved function, never the client's string: APScheduler's ref_to_obj would
+    # import a submodule the string names.
+    spec["func"] = await ext.resolve_api_function(ref)
     try:
         job = await ext.offload(ext.add_job, **spec)
     except ConflictingIdError:
         return error(409, f"Job {spec['id']!r} already exists")
     except (LookupError, ValueError, TypeError, ArithmeticError) as exc:
-        raise _import_error(exc, spec["func"]) from None
+        raise _import_error(exc, ref) from None
     return json_response((await _jobs_json(ext, [job]))[0])
 
 
@@ -341,15 +417,16 @@ async def update_job(ext: APScheduler, job_id: str) -> Response:
     )
     changes.pop("id", None)
     _check_fires(ext, changes)
-    if "func" in changes:
-        ext.check_api_function(changes["func"])
+    ref = changes.get("func")
+    if ref is not None:
+        changes["func"] = await ext.resolve_api_function(ref)
     if changes:
         try:
             await ext.offload(ext.modify_job, job_id, **changes)
         except (LookupError, ValueError, TypeError, ArithmeticError) as exc:
             if isinstance(exc, (JobLookupError, ConflictingIdError)):
                 raise
-            raise _import_error(exc, changes.get("func")) from None
+            raise _import_error(exc, ref) from None
     return await _job_json(ext, job_id)
 
 

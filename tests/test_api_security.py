@@ -22,6 +22,7 @@ from quart.typing import TestClientProtocol as Client
 
 from quart_sched import STATE_RUNNING, APScheduler
 from quart_sched.auth import HTTPBasicAuth, HTTPBearerAuth, compare_digest
+from quart_sched.errors import ConfigurationError
 
 from support import wait_until
 
@@ -595,6 +596,91 @@ async def test_cross_site_reads_are_allowed(app: Quart) -> None:
         for url in [API, JOBS, EXISTING_URL]:
             response = await client.get(url, headers=headers)
             assert response.status_code == 200, url
+
+
+# ------------------------------------------------------------------------ DNS rebinding
+
+#: A page on evil.example whose name was re-pointed at the API's address: the browser
+#: sends the attacker's name as Host and as Origin, so the request looks same-origin.
+REBINDING = {"Host": "evil.example", "Origin": "http://evil.example"}
+
+
+async def test_dns_rebinding_passes_the_cross_site_check_alone(app: Quart) -> None:
+    """Why SCHEDULER_API_TRUSTED_HOSTS exists (docs/howto/security.md)."""
+    ext = make_ext(app)
+    async with serve(ext) as client:
+        response = await client.post(
+            JOBS,
+            headers=REBINDING,
+            json={"id": "new", "func": f"{ME}:noop", "trigger": "interval", "hours": 1},
+        )
+        assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "payload"),
+    [
+        pytest.param("GET", JOBS, None, id="read-jobs"),
+        pytest.param("GET", API, None, id="read-info"),
+        *UNSAFE_REQUESTS,
+    ],
+)
+async def test_trusted_hosts_refuse_a_dns_rebinding_request(
+    app: Quart, method: str, url: str, payload: Any
+) -> None:
+    ext = make_ext(app, SCHEDULER_API_TRUSTED_HOSTS=["localhost", "sched.example.com"])
+    add_existing(ext)
+    RUNS.clear()
+    async with serve(ext) as client:
+        before = await jobs_snapshot(client)
+        response = await client.open(url, method=method, headers=REBINDING, json=payload)
+        assert response.status_code == 400
+        message = (await response.get_json())["error_message"]
+        assert "evil.example" in message and "SCHEDULER_API_TRUSTED_HOSTS" in message
+        assert await jobs_snapshot(client) == before
+        assert ext.state == STATE_RUNNING
+        await asyncio.sleep(0.02)
+        assert RUNS == []
+
+
+@pytest.mark.parametrize(
+    ("host", "trusted"),
+    [
+        ("localhost", True),
+        ("localhost:5000", True),
+        ("LOCALHOST", True),
+        ("sched.example.com", True),
+        ("a.internal.example", True),
+        ("internal.example:8443", True),
+        ("[::1]:8000", True),
+        ("evil.example", False),
+        ("localhost.evil.example", False),
+        ("sched.example.com.evil.example", False),
+        ("notinternal.example", False),
+        ("", False),
+    ],
+)
+async def test_trusted_hosts_match_names_ports_and_subdomains(
+    app: Quart, host: str, trusted: bool
+) -> None:
+    ext = make_ext(
+        app,
+        SCHEDULER_API_TRUSTED_HOSTS=[
+            "localhost",
+            "sched.example.com",
+            ".internal.example",
+            "[::1]",
+        ],
+    )
+    async with serve(ext) as client:
+        response = await client.get(JOBS, headers={"Host": host})
+        assert (response.status_code == 200) is trusted, await response.get_data(as_text=True)
+
+
+def test_trusted_hosts_must_be_a_list_of_names(app: Quart) -> None:
+    app.config["SCHEDULER_API_TRUSTED_HOSTS"] = "localhost"
+    with pytest.raises(ConfigurationError, match="SCHEDULER_API_TRUSTED_HOSTS"):
+        APScheduler(app=app)
 
 
 # --------------------------------------------------------------------------------- logs

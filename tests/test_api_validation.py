@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from apscheduler.triggers.base import BaseTrigger
 from quart import Quart
 
 from quart_sched import APScheduler
@@ -192,6 +194,11 @@ POST_CASES = [
     pytest.param(trigger_body(trigger="interval"), "trigger", id="interval-no-length"),
     pytest.param(body(hours=0), "trigger", id="interval-zero"),
     pytest.param(body(hours=0, seconds=0, weeks=0), "trigger", id="interval-all-zero"),
+    # faster than SCHEDULER_API_MIN_INTERVAL (1 s by default)
+    pytest.param(body(hours=..., seconds=0.000001), "seconds", id="interval-1us"),
+    pytest.param(body(hours=..., seconds=1e-300), "seconds", id="interval-1e-300"),
+    pytest.param(body(hours=..., minutes=0.001), "minutes", id="interval-minutes-0.001"),
+    pytest.param(body(hours=..., minutes=0.001, seconds=0.5), "seconds", id="interval-sum"),
     pytest.param(body(jitter=-1), "jitter", id="interval-jitter-negative"),
     pytest.param(body(jitter="1"), "jitter", id="interval-jitter-string"),
     # cron arguments
@@ -239,6 +246,16 @@ POST_CASES = [
         "end_date",
         id="cron-end-before-start",
     ),
+    pytest.param(
+        trigger_body(trigger="cron", hour=3, start_date="9999-12-31T23:59:59Z"),
+        "start_date",
+        id="cron-start-9999",
+    ),
+    pytest.param(
+        trigger_body(trigger="cron", hour=3, start_date="9999-12-31T23:59:59Z"),
+        "trigger",
+        id="cron-start-9999-names-trigger",
+    ),
     pytest.param(body(next_run_time="soon"), "next_run_time", id="next_run_time-word"),
     pytest.param(body(next_run_time=5), "next_run_time", id="next_run_time-number"),
     # time zones
@@ -268,6 +285,18 @@ POST_CASES = [
     pytest.param(body(coalesce="yes"), "coalesce", id="coalesce-string"),
     pytest.param(body(coalesce=1), "coalesce", id="coalesce-number"),
     pytest.param(body(name=5), "name", id="name-number"),
+    # control characters in what reaches a log (a forged log line, ANSI escapes)
+    pytest.param(body(name="x\n2026-01-01 CRITICAL forged"), "name", id="name-newline"),
+    pytest.param(body(name="\x1b[2J\x1b[31mred"), "name", id="name-ansi"),
+    pytest.param(body(name="a\rb"), "name", id="name-cr"),
+    pytest.param(body(name="a\x9bb"), "name", id="name-c1-csi"),
+    pytest.param(body(func=NOOP + "\n"), "func", id="func-trailing-newline"),
+    pytest.param(body(id="a\x1b[0m"), "id", id="id-ansi"),
+    pytest.param(trigger_body(trigger="cron", hour="3\n"), "hour", id="cron-hour-newline"),
+    pytest.param(body(trigger="interval\n"), "trigger", id="trigger-newline"),
+    pytest.param(body(start_date="2030-01-01T00:00:00\n"), "start_date", id="date-newline"),
+    pytest.param(body(jobstore="default\n"), "jobstore", id="jobstore-newline"),
+    pytest.param(body(executor="\x1b[31m"), "executor", id="executor-ansi"),
     # fields that are not a job's
     pytest.param(body(colour="red"), "colour", id="unknown-field"),
     pytest.param(body(Trigger="cron"), "Trigger", id="unknown-field-case"),
@@ -486,6 +515,15 @@ PATCH_CASES = [
     pytest.param({"executor": "default"}, "executor", id="executor"),
     pytest.param({"replace_existing": True}, "replace_existing", id="replace_existing"),
     pytest.param({"args": [9], "jobstore": "x"}, "jobstore", id="valid-plus-jobstore"),
+    pytest.param({"args": [9], "name": "ok\nforged"}, "name", id="valid-plus-name-newline"),
+    pytest.param({"trigger": "interval", "seconds": 1e-300}, "seconds", id="interval-1e-300"),
+    pytest.param(
+        {"trigger": "cron", "hour": 3, "start_date": "9999-12-31T23:59:59Z"},
+        "start_date",
+        id="cron-start-9999",
+    ),
+    pytest.param({"func": OTHER + "\n"}, "func", id="func-trailing-newline"),
+    pytest.param({"trigger": {"type": "cron", "minute": "5\r"}}, "minute", id="legacy-minute-cr"),
     pytest.param(
         {"args": [9], "trigger": "cron", "minute": 99}, "minute", id="valid-plus-bad-trigger"
     ),
@@ -591,3 +629,68 @@ async def test_a_trigger_argument_alone_names_its_trigger(
     response = await client.patch(EXISTING_URL, json={field: 4})
     message = await assert_bad_request(response, field)
     assert f'"trigger": "{trigger}"' in message
+
+
+# ------------------------------------------------------------ SCHEDULER_API_MIN_INTERVAL
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        pytest.param({"trigger": "cron", "second": "*"}, "second", id="cron-every-second"),
+        pytest.param({"trigger": "cron", "second": "*/30"}, "second", id="cron-every-30s"),
+        pytest.param({"trigger": "cron", "minute": "*"}, "minute", id="cron-every-minute"),
+        pytest.param({"trigger": "cron", "second": "0,1", "minute": 0}, "second", id="cron-burst"),
+        pytest.param({"trigger": "interval", "minutes": 1}, "minutes", id="interval-1-minute"),
+    ],
+)
+async def test_a_trigger_faster_than_the_floor_is_400_on_post_and_patch(
+    app: Quart, fields: dict[str, Any], field: str
+) -> None:
+    app.config["SCHEDULER_API_MIN_INTERVAL"] = 120
+    ext = APScheduler(app=app)
+    ext.api_function(noop)
+    ext.add_job(EXISTING, noop, trigger="interval", hours=1)
+    ext.start()
+    async with app.test_app():
+        client = app.test_client()
+        before = await jobs_snapshot(client)
+        await assert_bad_request(await client.post(JOBS, json=trigger_body(**fields)), field)
+        message = await assert_bad_request(await client.patch(EXISTING_URL, json=fields), field)
+        assert "SCHEDULER_API_MIN_INTERVAL" in message
+        assert await jobs_snapshot(client) == before
+        # At the floor is fine.
+        at_floor = {
+            "cron": {"trigger": "cron", "minute": "*/2"},
+            "interval": {"trigger": "interval", "minutes": 2},
+        }[fields["trigger"]]
+        response = await client.post(JOBS, json=trigger_body(**at_floor))
+        assert response.status_code == 200, await response.get_data(as_text=True)
+
+
+async def test_a_zero_floor_lets_the_api_add_fast_triggers(app: Quart) -> None:
+    app.config["SCHEDULER_API_MIN_INTERVAL"] = 0
+    ext = APScheduler(app=app)
+    ext.api_function(noop)
+    async with app.test_app():
+        response = await app.test_client().post(
+            JOBS, json=trigger_body(trigger="interval", seconds=0.5)
+        )
+        assert response.status_code == 200, await response.get_data(as_text=True)
+
+
+class _BrokenAfterFirstFire(BaseTrigger):
+    """A user's trigger whose later fire times cannot be computed."""
+
+    def get_next_fire_time(self, previous: Any, now: Any) -> Any:
+        if previous is not None:
+            raise IndexError("list index out of range")
+        return now + timedelta(hours=1)
+
+
+async def test_next_run_times_of_a_trigger_that_raises_is_never_a_500(client: Any) -> None:
+    ext = client.app.extensions["apscheduler"]
+    ext.add_job("odd", noop, trigger=_BrokenAfterFirstFire())
+    response = await client.get(f"{JOBS}/odd/next_run_times?n=3")
+    assert response.status_code == 200, await response.get_data(as_text=True)
+    assert len((await response.get_json())["next_run_times"]) == 1

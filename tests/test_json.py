@@ -12,7 +12,13 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from flask_apscheduler.utils import trigger_to_dict as flask_trigger_to_dict
 
-from quart_sched._json import dumps, job_to_dict, parse_job_body, trigger_to_dict
+from quart_sched._json import (
+    check_func_ref,
+    dumps,
+    job_to_dict,
+    parse_job_body,
+    trigger_to_dict,
+)
 from quart_sched.errors import ValidationError
 
 UTC = timezone.utc
@@ -161,3 +167,38 @@ def test_legacy_trigger_dict() -> None:
         {"id": "x", "func": "m:f", "trigger": {"type": "interval", "seconds": 5}}, tz=UTC
     )
     assert spec["trigger"] == "interval" and spec["seconds"] == 5
+
+
+@pytest.mark.parametrize("ref", ["os:system\n", "os:system\r\n", "os:system ", "\nos:system"])
+def test_func_reference_must_match_in_full(ref: str) -> None:
+    """``$`` matches before a trailing newline: the reference check must be a full match."""
+    with pytest.raises(ValidationError) as caught:
+        check_func_ref(ref)
+    assert caught.value.field == "func"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("name", "report\n2026-01-01 INFO forged line"),
+        ("name", "\x1b[31mred\x1b[0m"),
+        ("name", "next\x85line"),  # C1 NEL
+        ("name", "line\u2028separator"),
+        ("func", "app.jobs:report\n"),
+        ("hour", "3\n"),
+        ("start_date", "2030-01-01T00:00:00\n"),
+        ("timezone", "UTC\r"),
+    ],
+)
+def test_control_characters_in_logged_fields_are_refused(field: str, value: str) -> None:
+    body = {"id": "j", "func": "app.jobs:report", "trigger": "cron", "minute": 5, field: value}
+    with pytest.raises(ValidationError) as caught:
+        parse_job_body(body, tz=timezone.utc)
+    assert caught.value.field == field
+
+
+def test_control_characters_in_job_arguments_are_kept() -> None:
+    """Arguments are never logged: a message body may hold newlines."""
+    body = {"id": "j", "func": "app.jobs:report", "args": ["a\nb"], "kwargs": {"k": "\x1b"}}
+    parsed = parse_job_body(body, tz=timezone.utc)
+    assert (parsed["args"], parsed["kwargs"]) == (["a\nb"], {"k": "\x1b"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,6 +26,7 @@ from apscheduler.schedulers.base import (
     STATE_STOPPED,
     TIMEOUT_MAX,
 )
+from apscheduler.triggers.base import BaseTrigger
 
 from .. import signals
 from .._gate import OPEN_GATE, Fire, FireGate
@@ -266,9 +268,53 @@ class _Taken:
     blocked: bool = False  # unloadable jobs are due: the store's next run time hides others
 
 
+#: Most run times one pass hands a job that fell behind, and most fire times it steps
+#: through to find them: an outage or a tiny interval must not make the scheduler build
+#: an unbounded list of missed runs (APScheduler's Job._get_run_times does).
+MAX_DUE_RUN_TIMES = 100
+MAX_DUE_STEPS = 1000
+
+
 def due_run_times(job: Job, now: datetime) -> list[datetime]:
-    """The run times of ``job`` due at ``now``: the last one only when it coalesces."""
-    run_times: list[datetime] = job._get_run_times(now)
-    if run_times and job.coalesce:
-        return run_times[-1:]
-    return run_times
+    """The run times ``job`` owes at ``now``, as ``job._get_run_times(now)``, bounded.
+
+    Only what can still run is kept: with ``coalesce`` the latest, else the latest
+    :data:`MAX_DUE_RUN_TIMES`. A job more than :data:`MAX_DUE_STEPS` fires behind (an
+    outage, a tiny interval) skips to the fires near ``now``, never before its
+    misfire_grace_time, instead of stepping through every fire it missed: the skipped
+    ones are neither run nor reported one by one; a warning says so.
+    """
+    keep = 1 if job.coalesce else MAX_DUE_RUN_TIMES
+    first: datetime | None = job.next_run_time
+    run_times, following = _walk_fires(job.trigger, first, now, keep)
+    if first is None or following is None or following > now:
+        return run_times
+    # Far behind: start again `keep` mean gaps before now (never before the grace time).
+    gap = max((following - first) / MAX_DUE_STEPS, timedelta(microseconds=1))
+    start = now - gap * keep
+    if job.misfire_grace_time is not None:
+        start = max(start, now - timedelta(seconds=job.misfire_grace_time))
+    restart = job.trigger.get_next_fire_time(None, start)
+    if restart is None or restart > now:
+        return run_times  # a later pass goes on from the last of these
+    logger.warning(
+        "Job %r is more than %d runs behind: skipping the runs scheduled before %s",
+        job.id,
+        MAX_DUE_STEPS,
+        restart.isoformat(),
+    )
+    return _walk_fires(job.trigger, restart, now, keep)[0]
+
+
+def _walk_fires(
+    trigger: BaseTrigger, fire: datetime | None, now: datetime, keep: int
+) -> tuple[list[datetime], datetime | None]:
+    """Up to :data:`MAX_DUE_STEPS` fire times from ``fire`` to ``now``, keeping the last
+    ``keep``; and the fire time after them."""
+    run_times: deque[datetime] = deque(maxlen=keep)
+    for _ in range(MAX_DUE_STEPS):
+        if fire is None or fire > now:
+            break
+        run_times.append(fire)
+        fire = trigger.get_next_fire_time(fire, now)
+    return list(run_times), fire
