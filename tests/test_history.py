@@ -30,6 +30,7 @@ from contextlib import asynccontextmanager, closing, suppress
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import pytest
 from apps.harness import python
@@ -663,6 +664,40 @@ async def test_pages_cursors_and_filters_over_http_and_python(db: Path) -> None:
             response = await client.get("/scheduler/jobs/flaky/runs", query_string={"limit": 5})
             assert response.status_code == 200
             assert [r["run_id"] for r in await response.get_json()] == newest_first[:5]
+
+
+@pytest.mark.parametrize(
+    "job_id", ["what?now", "hash#tag", "two words", "ünïcode", "per%2Fcent", "plus+sign"]
+)
+async def test_link_to_the_next_page_works_for_ids_that_need_encoding(
+    db: Path, job_id: str
+) -> None:
+    # The link was built from the decoded path: "?" cut it, "%2F" decoded to "/", and
+    # non-ASCII text went into a header as is.
+    app, ext = make_app(db, SCHEDULER_API_ENABLED=True)
+    async with served(app, ext):
+        ext.add_job(job_id, noop, trigger="interval", hours=1)
+        ext.add_job("other", noop, trigger="interval", hours=1)
+        for _ in range(3):
+            await ext.run_job(job_id)
+            await ext.run_job("other")
+        newest_first = [run["run_id"] for run in await all_runs(ext, job_id)]
+        client = app.test_client()
+        response = await client.get(
+            f"/scheduler/jobs/{quote(job_id, safe='')}/runs", query_string={"limit": "2"}
+        )
+        assert response.status_code == 200
+        assert [run["run_id"] for run in await response.get_json()] == newest_first[:2]
+        link = response.headers["Link"]
+        assert link.startswith("<") and link.endswith('>; rel="next"'), link
+        target = link[1 : link.index(">")]
+        assert target.isascii() and " " not in target and "#" not in target, link
+        second = await client.get(target)
+        assert second.status_code == 200, (target, await second.get_data(as_text=True))
+        runs = await second.get_json()
+        assert [run["run_id"] for run in runs] == newest_first[2:]
+        assert {run["job_id"] for run in runs} == {job_id}
+        assert "Link" not in second.headers
 
 
 async def test_running_runs_route_lists_the_run_under_way(db: Path) -> None:
