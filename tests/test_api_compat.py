@@ -39,7 +39,7 @@ from flask_apscheduler.utils import (  # type: ignore[import-untyped]
 )
 from quart import Quart, current_app, url_for
 
-from quart_sched import STATE_PAUSED, STATE_RUNNING, APScheduler
+from quart_sched import STATE_PAUSED, STATE_RUNNING, APScheduler, SchedulerNotRunningError
 from quart_sched.auth import HTTPBasicAuth
 
 from support import wait_until
@@ -663,6 +663,8 @@ async def test_run_job_after_shutdown_says_the_scheduler_is_not_running(
             message = await error_message(response)
             assert message == "the scheduler is not running: POST /start first"
         assert (tag, app.name) not in SEEN
+        with pytest.raises(SchedulerNotRunningError):  # the Python API says the same
+            ext.run_job("stopped")
 
         assert (await client.post("/scheduler/start")).status_code == 204
         response = await client.post("/scheduler/jobs/stopped/run")
