@@ -65,20 +65,42 @@ _COLUMNS = (
     "run_id, job_id, outcome, scheduled_run_time, started_at, finished_at, at, duration, "
     "error_type, error_message, traceback, host, pid, process"
 )
-_INSERT = f"INSERT OR REPLACE INTO runs ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+_VALUES = "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+#: New rows: a plain INSERT, so that a row already there (another run's) is never replaced.
+_INSERT = f"INSERT INTO runs ({_COLUMNS}) {_VALUES}"
+_INSERT_OR_IGNORE = f"INSERT OR IGNORE INTO runs ({_COLUMNS}) {_VALUES}"
 _FINISH = (
     "UPDATE runs SET outcome=?, finished_at=?, duration=? - started_at, error_type=?, "
     "error_message=?, traceback=? WHERE run_id=?"
 )
 _SELECT = f"SELECT id, {_COLUMNS} FROM runs"
-#: Tells this process's rows from those of an earlier process that had the same pid.
-PROCESS_TOKEN = uuid.uuid4().hex
-_run_numbers = itertools.count(1)
 
 
-def _new_run_id() -> str:
-    # Unique across processes (64 random bits per process) and cheaper than uuid4().
-    return f"{PROCESS_TOKEN[:16]}-{next(_run_numbers)}"
+class _Process:
+    """This process as the history knows it: its pid, and a token that tells its rows from
+    those of an earlier process that had the same pid; run ids are the token's first 64
+    bits and a counter."""
+
+    __slots__ = ("numbers", "pid", "prefix", "token")
+
+    def __init__(self) -> None:
+        self.token = uuid.uuid4().hex
+        self.prefix = self.token[:16]
+        self.pid = os.getpid()
+        self.numbers = itertools.count(1)
+
+
+_process = _Process()
+
+
+def _renew_process() -> None:
+    # A child forked after import (a pre-forking server, multiprocessing's fork) would
+    # otherwise hand out the parent's run ids, and write rows under its pid and token.
+    global _process
+    _process = _Process()
+
+
+os.register_at_fork(after_in_child=_renew_process)
 
 
 def run_record(row: Sequence[Any]) -> dict[str, Any]:
@@ -174,7 +196,6 @@ class RunHistory:
         self.keep_runs = keep_runs
         self.keep_days = keep_days
         self.host = host
-        self.pid = os.getpid()
         self.flush_interval = flush_interval
         self.retry_interval = retry_interval
         self.retention_interval = retention_interval
@@ -191,6 +212,11 @@ class RunHistory:
         self._closing = False
         self._last_retention = 0.0
 
+    @property
+    def pid(self) -> int:
+        """The id of the process recording runs (a fork records under its own)."""
+        return _process.pid
+
     # recording: cheap, synchronous, on the loop ------------------------------------------
 
     def _row(
@@ -200,8 +226,10 @@ class RunHistory:
         # A tuple of plain values, which the garbage collector stops tracking: thousands
         # of buffered rows in a burst then cost it nothing.
         now = time.time()
+        process = _process
         return (
-            _new_run_id(),
+            # Unique across processes (64 random bits each) and cheaper than uuid4().
+            f"{process.prefix}-{next(process.numbers)}",
             job_id,
             outcome,
             scheduled.timestamp() if scheduled is not None else None,
@@ -213,8 +241,8 @@ class RunHistory:
             None,  # error_message
             None,  # traceback
             self.host,
-            self.pid,
-            PROCESS_TOKEN,
+            process.pid,
+            process.token,
         )
 
     def started(self, job_id: str, scheduled: datetime | None) -> str:
@@ -338,19 +366,27 @@ class RunHistory:
         return db
 
     async def _migrate(self, db: aiosqlite.Connection) -> None:
-        async with db.execute("PRAGMA user_version") as cursor:
-            row = await cursor.fetchone()
-        version = int(row[0]) if row else 0
-        if version > SCHEMA_VERSION:
-            raise HistoryUnavailableError(
-                f"run history {self.path!r} has schema version {version}, newer than this "
-                f"quart_sched's {SCHEMA_VERSION}: upgrade quart_sched or use another file"
-            )
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            for statement in MIGRATIONS[target]:
-                await db.execute(statement)
-            await db.execute(f"PRAGMA user_version = {target}")
+        # Under the write lock: processes that start together (workers forked from one
+        # parent) would otherwise all see version 0 and all create the tables.
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            async with db.execute("PRAGMA user_version") as cursor:
+                row = await cursor.fetchone()
+            version = int(row[0]) if row else 0
+            if version > SCHEMA_VERSION:
+                raise HistoryUnavailableError(
+                    f"run history {self.path!r} has schema version {version}, newer than "
+                    f"this quart_sched's {SCHEMA_VERSION}: upgrade quart_sched or use "
+                    "another file"
+                )
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[target]:
+                    await db.execute(statement)
+                await db.execute(f"PRAGMA user_version = {target}")
             await db.commit()
+        except BaseException:
+            await _rollback(db)
+            raise
 
     async def _mark_interrupted(self, db: aiosqlite.Connection) -> None:
         """Runs left ``running`` by a process of this host that has ended were interrupted
@@ -363,7 +399,7 @@ class RunHistory:
         dead = [
             process
             for pid, process in writers
-            if process != PROCESS_TOKEN and (pid == self.pid or not _pid_alive(pid))
+            if process != _process.token and (pid == _process.pid or not _pid_alive(pid))
         ]
         if not dead:
             return
@@ -496,7 +532,7 @@ class RunHistory:
         finishes, self._finishes = self._finishes, []
         try:
             if starts:
-                await db.executemany(_INSERT, list(starts.values()))
+                await self._insert(db, list(starts.values()))
             if finishes:
                 await db.executemany(_FINISH, finishes)
             await db.commit()
@@ -506,6 +542,23 @@ class RunHistory:
             self._starts = {**starts, **self._starts}
             self._finishes = finishes + self._finishes
             raise
+
+    async def _insert(self, db: aiosqlite.Connection, rows: list[tuple[Any, ...]]) -> None:
+        """INSERT new rows. A run id already in the file belongs to another run (run ids
+        are unique, so only a copied file or a bug gets there): that row is kept, ours is
+        not written, and the error is logged instead of silently replacing it."""
+        before = db.total_changes
+        try:
+            await db.executemany(_INSERT, rows)
+        except sqlite3.IntegrityError:
+            # The rows before the clash are in (same transaction): they are ignored now.
+            await db.executemany(_INSERT_OR_IGNORE, rows)
+            logger.error(
+                "Run history %r already holds the run ids of %d run(s) recorded now: the "
+                "rows there were kept, and those records not written",
+                self.path,
+                len(rows) - (db.total_changes - before),
+            )
 
     async def _retention(self) -> None:
         if not (self.keep_runs or self.keep_days) or self._db is None:

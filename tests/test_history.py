@@ -36,7 +36,7 @@ import pytest
 from apps.harness import python
 from quart import Quart, current_app
 
-from quart_sched import APScheduler
+from quart_sched import APScheduler, _history
 from quart_sched._history import SCHEMA_VERSION, RunHistory
 from quart_sched.auth import HTTPBasicAuth
 from quart_sched.errors import HistoryUnavailableError
@@ -462,6 +462,67 @@ async def test_second_history_in_the_same_process_leaves_live_runs_alone(db: Pat
 
     (row,) = file_rows(db)
     assert row["outcome"] == "success"
+
+
+async def test_processes_forked_after_import_record_distinct_runs_into_one_file(
+    db: Path,
+) -> None:
+    # Run ids came from a token and a counter made at import: a child forked after that
+    # handed out its parent's ids, and INSERT OR REPLACE overwrote the other's rows.
+    runs = 40
+    with python("forked_history.py", cwd=APPS, HISTORY=str(db), RUNS=str(runs)) as proc:
+        assert proc.wait_exit(timeout=60) == 0, proc.dump()
+        pids = {int(line.split()[1]) for line in proc.stdout if line.startswith("recorded ")}
+    assert len(pids) == 2 and proc.pid in pids, proc.dump()
+
+    rows = file_rows(db)
+    assert len({row["run_id"] for row in rows}) == len(rows) == 2 * runs
+    assert Counter(row["pid"] for row in rows) == {pid: runs for pid in pids}
+    assert len({row["process"] for row in rows}) == 2
+    assert {row["outcome"] for row in rows} == {"success"}
+
+
+async def test_histories_opening_a_new_file_together_all_get_its_schema(tmp_path: Path) -> None:
+    # Workers started together used to all see schema version 0 and all create the
+    # table: every one but the first failed with "table runs already exists".
+    for attempt in range(5):
+        db = tmp_path / f"together-{attempt}.sqlite"
+        histories = [RunHistory(str(db), host="here") for _ in range(4)]
+        for history in histories:
+            history.start()
+        try:
+            for history in histories:
+                assert await history.running() == [], history.error
+        finally:
+            for history in histories:
+                await history.aclose()
+        assert sql(db, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+
+
+async def test_a_run_id_already_in_the_file_is_never_overwritten(
+    db: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Unique run ids make a clash impossible short of a copied file or a bug; should one
+    # happen, the row there stays, and the clash is logged rather than silent.
+    app, ext = make_app(db)
+    async with served(app, ext):
+        ext.add_job("first", noop, trigger="interval", hours=1)
+        ext.add_job("second", noop, trigger="interval", hours=1)
+        process = _history._Process()
+        monkeypatch.setattr(_history, "_process", process)
+        for _ in range(3):
+            await ext.run_job("first")
+        before = await eventually(lambda: all_runs(ext, "first"), lambda runs: len(runs) == 3)
+        process.numbers = itertools.count(2)  # hands out the second and third ids again
+        with caplog.at_level(logging.ERROR, logger="quart_sched"):
+            for _ in range(3):
+                await ext.run_job("second")
+            await eventually(lambda: all_runs(ext), lambda runs: len(runs) == 4)
+        assert await all_runs(ext, "first") == before  # untouched
+        (new,) = await all_runs(ext, "second")
+        assert new["run_id"] == f"{process.prefix}-4"
+    assert "already holds the run ids of 2 run(s)" in caplog.text
+    assert len(file_rows(db)) == 4
 
 
 # -------------------------------------------------------------------------- 4. retention
