@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiosqlite
 
@@ -72,6 +72,14 @@ _INSERT_OR_IGNORE = f"INSERT OR IGNORE INTO runs ({_COLUMNS}) {_VALUES}"
 _FINISH = (
     "UPDATE runs SET outcome=?, finished_at=?, duration=? - started_at, error_type=?, "
     "error_message=?, traceback=? WHERE run_id=?"
+)
+#: Rows written again into a recreated file. One already there (a restored copy) is the
+#: same run only if the same process wrote it: only then is it brought up to date.
+_REWRITE = (
+    f"INSERT INTO runs ({_COLUMNS}) {_VALUES} ON CONFLICT(run_id) DO UPDATE SET "
+    "outcome=excluded.outcome, finished_at=excluded.finished_at, duration=excluded.duration, "
+    "error_type=excluded.error_type, error_message=excluded.error_message, "
+    "traceback=excluded.traceback WHERE runs.process = excluded.process"
 )
 _SELECT = f"SELECT id, {_COLUMNS} FROM runs"
 
@@ -203,7 +211,10 @@ class RunHistory:
         self._db: aiosqlite.Connection | None = None
         self._starts: dict[str, tuple[Any, ...]] = {}  # run_id -> row, not yet written
         self._live: dict[str, tuple[Any, ...]] = {}  # run_id -> row of a run under way
-        self._finishes: list[tuple[Any, ...]] = []
+        self._finishes: list[tuple[Any, ...]] = []  # rows of runs whose start is written
+        self._rewrite: dict[str, tuple[Any, ...]] = {}  # for a recreated file
+        self._files: _Files | None = None  # what was at path (and its WAL) when opened
+        self._lock = asyncio.Lock()  # one flush at a time: a flush may reopen the file
         self._dropped = 0
         self._wake: asyncio.Event | None = None
         self._stopping: asyncio.Event | None = None
@@ -282,9 +293,7 @@ class RunHistory:
         if run_id in self._starts:  # not written yet: its one INSERT carries start and end
             self._starts[run_id] = row
         else:
-            self._finishes.append(
-                (outcome, now, now, error_type, error_message, traceback, run_id)
-            )
+            self._finishes.append(row)
         self._poke()
         return row
 
@@ -324,6 +333,7 @@ class RunHistory:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._opened = asyncio.Event()
+        self._lock = asyncio.Lock()
         self._writer = asyncio.get_running_loop().create_task(self._write_loop())
 
     async def aclose(self) -> None:
@@ -360,10 +370,46 @@ class RunHistory:
             await db.execute("PRAGMA synchronous=NORMAL")
             await self._migrate(db)
             await self._mark_interrupted(db)
+            self._files = None if self.path == ":memory:" else await _identify(self.path)
         except BaseException:
             _stop(connection)
             raise
         return db
+
+    async def _follow_file(self) -> None:
+        """Reopen the file if it was deleted or replaced since it was opened.
+
+        Otherwise every run would go on being written into a file no one can open again,
+        and be lost with it, the ``running`` rows that mark killed runs included. The runs
+        under way and those finished since the last write go into the new file.
+        """
+        opened = self._files
+        if opened is None or self._db is None:
+            return
+        now = await _identify(self.path)
+        if now.main == opened.main:
+            return
+        logger.warning(
+            "Run history %r was deleted or replaced while in use: writing to a new file "
+            "there from now on (%d run(s) under way recorded again)",
+            self.path,
+            len(self._live),
+        )
+        old, self._db, self._files = self._db, None, None
+        # Runs whose rows were in the old file only: those under way, those finished since.
+        rows = [row for run_id, row in self._live.items() if run_id not in self._starts]
+        rows += self._finishes
+        self._finishes = []
+        for row in sorted(rows, key=lambda row: row[6]):  # by start, as first written
+            self._rewrite[row[0]] = row
+        try:
+            await old.close()
+        except sqlite3.Error:
+            _stop(old)
+        # SQLite leaves the old file's WAL and shared memory behind when that file has
+        # been unlinked or renamed, and would replay that WAL into the new file there.
+        await asyncio.to_thread(_remove_stale_wal, self.path, opened)
+        self._db = await self._open()
 
     async def _migrate(self, db: aiosqlite.Connection) -> None:
         # Under the write lock: processes that start together (workers forked from one
@@ -450,7 +496,7 @@ class RunHistory:
         db, self._db = self._db, None
         if db is not None:
             _stop(db)
-        unwritten = len(self._starts) + len(self._finishes)
+        unwritten = len(self._starts) + len(self._finishes) + len(self._rewrite)
         if unwritten:
             logger.warning(
                 "Run history %r: %d record(s) not written, the event loop stopped before "
@@ -460,6 +506,7 @@ class RunHistory:
             )
             self._starts.clear()
             self._finishes.clear()
+            self._rewrite.clear()
 
     async def _write(self) -> None:
         assert self._wake is not None
@@ -477,19 +524,22 @@ class RunHistory:
                 self._writable_again()
             self._opened.set()
             try:
+                if self._live and not self._buffered():
+                    async with self._lock:
+                        await self._follow_file()  # keep the rows of runs under way safe
                 await self._flush()
                 await self._retention()
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, OSError, HistoryUnavailableError) as exc:
                 self._unavailable(exc)
                 if self._closing:
                     return
                 await self._sleep(self.retry_interval)
                 continue
             self._writable_again()
-            if self._closing and not self._starts and not self._finishes:
+            if self._closing and not self._buffered():
                 return
             self._wake.clear()
-            if not self._starts and not self._finishes and not self._closing:
+            if not self._buffered() and not self._closing:
                 await self._wait_for_records()
             # Gather for one interval before writing, so that a burst of runs is over
             # before its rows are written (the write holds the GIL on another thread).
@@ -511,9 +561,16 @@ class RunHistory:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), self.flush_interval)
 
+    def _buffered(self) -> bool:
+        return bool(self._starts or self._finishes or self._rewrite)
+
     async def _wait_for_records(self) -> None:
         assert self._wake is not None
         timeout = self.retention_interval if (self.keep_runs or self.keep_days) else None
+        if self._live and self._files is not None:
+            # While runs are under way, look at the file now and then even if nothing is
+            # written: their `running` rows are what marks them interrupted after a crash.
+            timeout = min(timeout or self.retry_interval, self.retry_interval)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
 
@@ -524,24 +581,35 @@ class RunHistory:
         self.error = message
 
     async def _flush(self) -> None:
-        """Write what was recorded since the last flush, in one transaction."""
-        db = self._db
-        if db is None or not (self._starts or self._finishes):
+        """Write what was recorded since the last flush, in one transaction, into the file
+        at ``path`` (reopened first if it was deleted or replaced)."""
+        if self._db is None or not self._buffered():
             return
-        starts, self._starts = self._starts, {}
-        finishes, self._finishes = self._finishes, []
-        try:
-            if starts:
-                await self._insert(db, list(starts.values()))
-            if finishes:
-                await db.executemany(_FINISH, finishes)
-            await db.commit()
-        except BaseException:
-            # Keep them for the next try (the file may be locked for a moment).
-            await _rollback(db)
-            self._starts = {**starts, **self._starts}
-            self._finishes = finishes + self._finishes
-            raise
+        async with self._lock:
+            await self._follow_file()
+            db = self._db
+            if db is None:
+                return
+            rewrite, self._rewrite = self._rewrite, {}
+            starts, self._starts = self._starts, {}
+            finishes, self._finishes = self._finishes, []
+            try:
+                if rewrite:
+                    await db.executemany(_REWRITE, list(rewrite.values()))
+                if starts:
+                    await self._insert(db, list(starts.values()))
+                if finishes:
+                    await db.executemany(
+                        _FINISH, [(r[2], r[5], r[5], r[8], r[9], r[10], r[0]) for r in finishes]
+                    )
+                await db.commit()
+            except BaseException:
+                # Keep them for the next try (the file may be locked for a moment).
+                await _rollback(db)
+                self._rewrite = {**rewrite, **self._rewrite}
+                self._starts = {**starts, **self._starts}
+                self._finishes = finishes + self._finishes
+                raise
 
     async def _insert(self, db: aiosqlite.Connection, rows: list[tuple[Any, ...]]) -> None:
         """INSERT new rows. A run id already in the file belongs to another run (run ids
@@ -572,10 +640,12 @@ class RunHistory:
     async def enforce_retention(self) -> int:
         """Delete runs beyond ``keep_runs`` per job and older than ``keep_days`` (runs
         under way are kept, and count for neither)."""
-        db = self._db
-        if db is None:
+        if self._db is None:
             return 0
         await self._flush()  # the limits apply to runs still in the buffer too
+        db = self._db  # the flush may have reopened the file
+        if db is None:
+            return 0
         deleted = 0
         if self.keep_days is not None:
             cursor = await db.execute(
@@ -605,9 +675,11 @@ class RunHistory:
             raise HistoryUnavailableError(self.error or "run history is not open")
         try:
             await self._flush()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             self._unavailable(exc)
             raise HistoryUnavailableError(self.error or str(exc)) from exc
+        if self._db is None:  # the file was replaced and the new one cannot be opened
+            raise HistoryUnavailableError(self.error or "run history is not open")
         return self._db
 
     async def _fetch(self, sql: str, params: Iterable[Any]) -> list[Any]:
@@ -676,6 +748,39 @@ class RunHistory:
                 run = _row_to_dict(row)
                 found[run["job_id"]] = run
         return found
+
+
+class _Files(NamedTuple):
+    """(st_dev, st_ino) of a history file, its WAL and its shared memory (None: absent).
+    Another file at the same path has another pair."""
+
+    main: tuple[int, int] | None
+    wal: tuple[int, int] | None
+    shm: tuple[int, int] | None
+
+
+def _file_id(path: str) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+async def _identify(path: str) -> _Files:
+    def identify() -> _Files:
+        return _Files(_file_id(path), _file_id(f"{path}-wal"), _file_id(f"{path}-shm"))
+
+    return await asyncio.to_thread(identify)
+
+
+def _remove_stale_wal(path: str, opened: _Files) -> None:
+    """Remove the WAL and shared memory of the file opened before, if still there. Those
+    of a file another process has created there since are other files: they stay."""
+    for suffix, before in (("-wal", opened.wal), ("-shm", opened.shm)):
+        if before is not None and _file_id(path + suffix) == before:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path + suffix)
 
 
 def _stop(connection: aiosqlite.Connection) -> None:
