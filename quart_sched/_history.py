@@ -384,7 +384,7 @@ class RunHistory:
         under way and those finished since the last write go into the new file.
         """
         opened = self._files
-        if opened is None or self._db is None:
+        if opened is None or opened.main is None or self._db is None:
             return
         now = await _identify(self.path)
         if now.main == opened.main:
