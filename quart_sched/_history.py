@@ -683,10 +683,15 @@ class RunHistory:
         return self._db
 
     async def _fetch(self, sql: str, params: Iterable[Any]) -> list[Any]:
-        db = await self._ready()
+        await self._ready()
         try:
-            async with db.execute(sql, tuple(params)) as cursor:
-                return list(await cursor.fetchall())
+            # Under the lock: a flush that finds the file replaced closes this connection.
+            async with self._lock:
+                db = self._db
+                if db is None:
+                    raise HistoryUnavailableError(self.error or "run history is not open")
+                async with db.execute(sql, tuple(params)) as cursor:
+                    return list(await cursor.fetchall())
         except sqlite3.Error as exc:
             raise HistoryUnavailableError(
                 f"run history {self.path!r} cannot be read: {type(exc).__name__}: {exc}"
