@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import enum
 import fnmatch
 import importlib
@@ -401,19 +402,39 @@ class APScheduler:
         job: Job | None = self._scheduler.resume_job(id, jobstore)
         return job
 
-    def run_job(self, id: str, jobstore: str | None = None) -> asyncio.Future[Any]:
+    def run_job(
+        self, id: str, jobstore: str | None = None
+    ) -> asyncio.Future[Any] | concurrent.futures.Future[Any]:
         """Run a job once now, through its executor, with the app context and listeners.
 
-        Returns a future: ``await`` it for the job's return value (or its exception), or
-        ignore it to run in the background. ``max_instances`` is honoured.
+        Returns a future yielding the job's return value (or raising its exception);
+        ignore it to let the run go on in the background. ``max_instances`` is honoured.
+        Called on the serving loop (async code), it is an ``asyncio.Future`` to ``await``::
+
+            result = await scheduler.run_job("report")
+
+        Called from another thread, such as a plain ``def`` view (Quart runs those in a
+        thread), the run is handed to the serving loop and it is a
+        ``concurrent.futures.Future``; ``result()`` blocks that thread until the run ends::
+
+            @app.post("/report")
+            def run_report():
+                return {"result": scheduler.run_job("report").result(timeout=60)}
 
         :raises JobLookupError: if there is no such job
         :raises SchedulerNotRunningError: if the scheduler is not running
+        :raises MaxInstancesReachedError: if ``max_instances`` runs are going already
         """
+        if not self.running:
+            # Before the lookup: once shut down, APScheduler finds only pending jobs, and a
+            # job of a persistent store would seem not to exist.
+            raise SchedulerNotRunningError
         job = self.get_job(id, jobstore)
         if job is None:
             raise JobLookupError(id)
-        return self.submit_run(job)
+        if self._scheduler.on_its_loop():
+            return self.submit_run(job)
+        return self._scheduler.run_job_threadsafe(job)
 
     # awaitable twins: the same calls, waiting on a persistent store in a worker thread --
 
@@ -450,7 +471,7 @@ class APScheduler:
         await self.offload(self.remove_all_jobs, jobstore)
 
     def submit_run(self, job: Job) -> asyncio.Future[Any]:
-        """:meth:`run_job` for a job already looked up: no job-store I/O."""
+        """:meth:`run_job` for a job already looked up (no job-store I/O), on the loop."""
         if not self.running:
             raise SchedulerNotRunningError
         return self._scheduler.run_job_now(job)

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiosqlite
 
@@ -65,20 +65,50 @@ _COLUMNS = (
     "run_id, job_id, outcome, scheduled_run_time, started_at, finished_at, at, duration, "
     "error_type, error_message, traceback, host, pid, process"
 )
-_INSERT = f"INSERT OR REPLACE INTO runs ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+_VALUES = "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+#: New rows: a plain INSERT, so that a row already there (another run's) is never replaced.
+_INSERT = f"INSERT INTO runs ({_COLUMNS}) {_VALUES}"
+_INSERT_OR_IGNORE = f"INSERT OR IGNORE INTO runs ({_COLUMNS}) {_VALUES}"
 _FINISH = (
     "UPDATE runs SET outcome=?, finished_at=?, duration=? - started_at, error_type=?, "
     "error_message=?, traceback=? WHERE run_id=?"
 )
+#: Rows written again into a recreated file. One already there (a restored copy) is the
+#: same run only if the same process wrote it: only then is it brought up to date.
+_REWRITE = (
+    f"INSERT INTO runs ({_COLUMNS}) {_VALUES} ON CONFLICT(run_id) DO UPDATE SET "
+    "outcome=excluded.outcome, finished_at=excluded.finished_at, duration=excluded.duration, "
+    "error_type=excluded.error_type, error_message=excluded.error_message, "
+    "traceback=excluded.traceback WHERE runs.process = excluded.process"
+)
 _SELECT = f"SELECT id, {_COLUMNS} FROM runs"
-#: Tells this process's rows from those of an earlier process that had the same pid.
-PROCESS_TOKEN = uuid.uuid4().hex
-_run_numbers = itertools.count(1)
 
 
-def _new_run_id() -> str:
-    # Unique across processes (64 random bits per process) and cheaper than uuid4().
-    return f"{PROCESS_TOKEN[:16]}-{next(_run_numbers)}"
+class _Process:
+    """This process as the history knows it: its pid, and a token that tells its rows from
+    those of an earlier process that had the same pid; run ids are the token's first 64
+    bits and a counter."""
+
+    __slots__ = ("numbers", "pid", "prefix", "token")
+
+    def __init__(self) -> None:
+        self.token = uuid.uuid4().hex
+        self.prefix = self.token[:16]
+        self.pid = os.getpid()
+        self.numbers = itertools.count(1)
+
+
+_process = _Process()
+
+
+def _renew_process() -> None:
+    # A child forked after import (a pre-forking server, multiprocessing's fork) would
+    # otherwise hand out the parent's run ids, and write rows under its pid and token.
+    global _process
+    _process = _Process()
+
+
+os.register_at_fork(after_in_child=_renew_process)
 
 
 def run_record(row: Sequence[Any]) -> dict[str, Any]:
@@ -174,7 +204,6 @@ class RunHistory:
         self.keep_runs = keep_runs
         self.keep_days = keep_days
         self.host = host
-        self.pid = os.getpid()
         self.flush_interval = flush_interval
         self.retry_interval = retry_interval
         self.retention_interval = retention_interval
@@ -182,7 +211,10 @@ class RunHistory:
         self._db: aiosqlite.Connection | None = None
         self._starts: dict[str, tuple[Any, ...]] = {}  # run_id -> row, not yet written
         self._live: dict[str, tuple[Any, ...]] = {}  # run_id -> row of a run under way
-        self._finishes: list[tuple[Any, ...]] = []
+        self._finishes: list[tuple[Any, ...]] = []  # rows of runs whose start is written
+        self._rewrite: dict[str, tuple[Any, ...]] = {}  # for a recreated file
+        self._files: _Files | None = None  # what was at path (and its WAL) when opened
+        self._lock = asyncio.Lock()  # one flush at a time: a flush may reopen the file
         self._dropped = 0
         self._wake: asyncio.Event | None = None
         self._stopping: asyncio.Event | None = None
@@ -190,6 +222,11 @@ class RunHistory:
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self._last_retention = 0.0
+
+    @property
+    def pid(self) -> int:
+        """The id of the process recording runs (a fork records under its own)."""
+        return _process.pid
 
     # recording: cheap, synchronous, on the loop ------------------------------------------
 
@@ -200,8 +237,10 @@ class RunHistory:
         # A tuple of plain values, which the garbage collector stops tracking: thousands
         # of buffered rows in a burst then cost it nothing.
         now = time.time()
+        process = _process
         return (
-            _new_run_id(),
+            # Unique across processes (64 random bits each) and cheaper than uuid4().
+            f"{process.prefix}-{next(process.numbers)}",
             job_id,
             outcome,
             scheduled.timestamp() if scheduled is not None else None,
@@ -213,8 +252,8 @@ class RunHistory:
             None,  # error_message
             None,  # traceback
             self.host,
-            self.pid,
-            PROCESS_TOKEN,
+            process.pid,
+            process.token,
         )
 
     def started(self, job_id: str, scheduled: datetime | None) -> str:
@@ -254,9 +293,7 @@ class RunHistory:
         if run_id in self._starts:  # not written yet: its one INSERT carries start and end
             self._starts[run_id] = row
         else:
-            self._finishes.append(
-                (outcome, now, now, error_type, error_message, traceback, run_id)
-            )
+            self._finishes.append(row)
         self._poke()
         return row
 
@@ -296,6 +333,7 @@ class RunHistory:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._opened = asyncio.Event()
+        self._lock = asyncio.Lock()
         self._writer = asyncio.get_running_loop().create_task(self._write_loop())
 
     async def aclose(self) -> None:
@@ -332,25 +370,69 @@ class RunHistory:
             await db.execute("PRAGMA synchronous=NORMAL")
             await self._migrate(db)
             await self._mark_interrupted(db)
+            self._files = None if self.path == ":memory:" else await _identify(self.path)
         except BaseException:
             _stop(connection)
             raise
         return db
 
+    async def _follow_file(self) -> None:
+        """Reopen the file if it was deleted or replaced since it was opened.
+
+        Otherwise every run would go on being written into a file no one can open again,
+        and be lost with it, the ``running`` rows that mark killed runs included. The runs
+        under way and those finished since the last write go into the new file.
+        """
+        opened = self._files
+        if opened is None or opened.main is None or self._db is None:
+            return
+        now = await _identify(self.path)
+        if now.main == opened.main:
+            return
+        logger.warning(
+            "Run history %r was deleted or replaced while in use: writing to a new file "
+            "there from now on (%d run(s) under way recorded again)",
+            self.path,
+            len(self._live),
+        )
+        old, self._db, self._files = self._db, None, None
+        # Runs whose rows were in the old file only: those under way, those finished since.
+        rows = [row for run_id, row in self._live.items() if run_id not in self._starts]
+        rows += self._finishes
+        self._finishes = []
+        for row in sorted(rows, key=lambda row: row[6]):  # by start, as first written
+            self._rewrite[row[0]] = row
+        try:
+            await old.close()
+        except sqlite3.Error:
+            _stop(old)
+        # SQLite leaves the old file's WAL and shared memory behind when that file has
+        # been unlinked or renamed, and would replay that WAL into the new file there.
+        await asyncio.to_thread(_remove_stale_wal, self.path, opened)
+        self._db = await self._open()
+
     async def _migrate(self, db: aiosqlite.Connection) -> None:
-        async with db.execute("PRAGMA user_version") as cursor:
-            row = await cursor.fetchone()
-        version = int(row[0]) if row else 0
-        if version > SCHEMA_VERSION:
-            raise HistoryUnavailableError(
-                f"run history {self.path!r} has schema version {version}, newer than this "
-                f"quart_sched's {SCHEMA_VERSION}: upgrade quart_sched or use another file"
-            )
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            for statement in MIGRATIONS[target]:
-                await db.execute(statement)
-            await db.execute(f"PRAGMA user_version = {target}")
+        # Under the write lock: processes that start together (workers forked from one
+        # parent) would otherwise all see version 0 and all create the tables.
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            async with db.execute("PRAGMA user_version") as cursor:
+                row = await cursor.fetchone()
+            version = int(row[0]) if row else 0
+            if version > SCHEMA_VERSION:
+                raise HistoryUnavailableError(
+                    f"run history {self.path!r} has schema version {version}, newer than "
+                    f"this quart_sched's {SCHEMA_VERSION}: upgrade quart_sched or use "
+                    "another file"
+                )
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[target]:
+                    await db.execute(statement)
+                await db.execute(f"PRAGMA user_version = {target}")
             await db.commit()
+        except BaseException:
+            await _rollback(db)
+            raise
 
     async def _mark_interrupted(self, db: aiosqlite.Connection) -> None:
         """Runs left ``running`` by a process of this host that has ended were interrupted
@@ -363,7 +445,7 @@ class RunHistory:
         dead = [
             process
             for pid, process in writers
-            if process != PROCESS_TOKEN and (pid == self.pid or not _pid_alive(pid))
+            if process != _process.token and (pid == _process.pid or not _pid_alive(pid))
         ]
         if not dead:
             return
@@ -414,7 +496,7 @@ class RunHistory:
         db, self._db = self._db, None
         if db is not None:
             _stop(db)
-        unwritten = len(self._starts) + len(self._finishes)
+        unwritten = len(self._starts) + len(self._finishes) + len(self._rewrite)
         if unwritten:
             logger.warning(
                 "Run history %r: %d record(s) not written, the event loop stopped before "
@@ -424,6 +506,7 @@ class RunHistory:
             )
             self._starts.clear()
             self._finishes.clear()
+            self._rewrite.clear()
 
     async def _write(self) -> None:
         assert self._wake is not None
@@ -441,19 +524,22 @@ class RunHistory:
                 self._writable_again()
             self._opened.set()
             try:
+                if self._live and not self._buffered():
+                    async with self._lock:
+                        await self._follow_file()  # keep the rows of runs under way safe
                 await self._flush()
                 await self._retention()
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, OSError, HistoryUnavailableError) as exc:
                 self._unavailable(exc)
                 if self._closing:
                     return
                 await self._sleep(self.retry_interval)
                 continue
             self._writable_again()
-            if self._closing and not self._starts and not self._finishes:
+            if self._closing and not self._buffered():
                 return
             self._wake.clear()
-            if not self._starts and not self._finishes and not self._closing:
+            if not self._buffered() and not self._closing:
                 await self._wait_for_records()
             # Gather for one interval before writing, so that a burst of runs is over
             # before its rows are written (the write holds the GIL on another thread).
@@ -475,9 +561,16 @@ class RunHistory:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), self.flush_interval)
 
+    def _buffered(self) -> bool:
+        return bool(self._starts or self._finishes or self._rewrite)
+
     async def _wait_for_records(self) -> None:
         assert self._wake is not None
         timeout = self.retention_interval if (self.keep_runs or self.keep_days) else None
+        if self._live and self._files is not None:
+            # While runs are under way, look at the file now and then even if nothing is
+            # written: their `running` rows are what marks them interrupted after a crash.
+            timeout = min(timeout or self.retry_interval, self.retry_interval)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
 
@@ -488,24 +581,52 @@ class RunHistory:
         self.error = message
 
     async def _flush(self) -> None:
-        """Write what was recorded since the last flush, in one transaction."""
-        db = self._db
-        if db is None or not (self._starts or self._finishes):
+        """Write what was recorded since the last flush, in one transaction, into the file
+        at ``path`` (reopened first if it was deleted or replaced)."""
+        if self._db is None or not self._buffered():
             return
-        starts, self._starts = self._starts, {}
-        finishes, self._finishes = self._finishes, []
+        async with self._lock:
+            await self._follow_file()
+            db = self._db
+            if db is None:
+                return
+            rewrite, self._rewrite = self._rewrite, {}
+            starts, self._starts = self._starts, {}
+            finishes, self._finishes = self._finishes, []
+            try:
+                if rewrite:
+                    await db.executemany(_REWRITE, list(rewrite.values()))
+                if starts:
+                    await self._insert(db, list(starts.values()))
+                if finishes:
+                    await db.executemany(
+                        _FINISH, [(r[2], r[5], r[5], r[8], r[9], r[10], r[0]) for r in finishes]
+                    )
+                await db.commit()
+            except BaseException:
+                # Keep them for the next try (the file may be locked for a moment).
+                await _rollback(db)
+                self._rewrite = {**rewrite, **self._rewrite}
+                self._starts = {**starts, **self._starts}
+                self._finishes = finishes + self._finishes
+                raise
+
+    async def _insert(self, db: aiosqlite.Connection, rows: list[tuple[Any, ...]]) -> None:
+        """INSERT new rows. A run id already in the file belongs to another run (run ids
+        are unique, so only a copied file or a bug gets there): that row is kept, ours is
+        not written, and the error is logged instead of silently replacing it."""
+        before = db.total_changes
         try:
-            if starts:
-                await db.executemany(_INSERT, list(starts.values()))
-            if finishes:
-                await db.executemany(_FINISH, finishes)
-            await db.commit()
-        except BaseException:
-            # Keep them for the next try (the file may be locked for a moment).
-            await _rollback(db)
-            self._starts = {**starts, **self._starts}
-            self._finishes = finishes + self._finishes
-            raise
+            await db.executemany(_INSERT, rows)
+        except sqlite3.IntegrityError:
+            # The rows before the clash are in (same transaction): they are ignored now.
+            await db.executemany(_INSERT_OR_IGNORE, rows)
+            logger.error(
+                "Run history %r already holds the run ids of %d run(s) recorded now: the "
+                "rows there were kept, and those records not written",
+                self.path,
+                len(rows) - (db.total_changes - before),
+            )
 
     async def _retention(self) -> None:
         if not (self.keep_runs or self.keep_days) or self._db is None:
@@ -519,10 +640,12 @@ class RunHistory:
     async def enforce_retention(self) -> int:
         """Delete runs beyond ``keep_runs`` per job and older than ``keep_days`` (runs
         under way are kept, and count for neither)."""
-        db = self._db
-        if db is None:
+        if self._db is None:
             return 0
         await self._flush()  # the limits apply to runs still in the buffer too
+        db = self._db  # the flush may have reopened the file
+        if db is None:
+            return 0
         deleted = 0
         if self.keep_days is not None:
             cursor = await db.execute(
@@ -552,16 +675,23 @@ class RunHistory:
             raise HistoryUnavailableError(self.error or "run history is not open")
         try:
             await self._flush()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             self._unavailable(exc)
             raise HistoryUnavailableError(self.error or str(exc)) from exc
+        if self._db is None:  # the file was replaced and the new one cannot be opened
+            raise HistoryUnavailableError(self.error or "run history is not open")
         return self._db
 
     async def _fetch(self, sql: str, params: Iterable[Any]) -> list[Any]:
-        db = await self._ready()
+        await self._ready()
         try:
-            async with db.execute(sql, tuple(params)) as cursor:
-                return list(await cursor.fetchall())
+            # Under the lock: a flush that finds the file replaced closes this connection.
+            async with self._lock:
+                db = self._db
+                if db is None:
+                    raise HistoryUnavailableError(self.error or "run history is not open")
+                async with db.execute(sql, tuple(params)) as cursor:
+                    return list(await cursor.fetchall())
         except sqlite3.Error as exc:
             raise HistoryUnavailableError(
                 f"run history {self.path!r} cannot be read: {type(exc).__name__}: {exc}"
@@ -623,6 +753,39 @@ class RunHistory:
                 run = _row_to_dict(row)
                 found[run["job_id"]] = run
         return found
+
+
+class _Files(NamedTuple):
+    """(st_dev, st_ino) of a history file, its WAL and its shared memory (None: absent).
+    Another file at the same path has another pair."""
+
+    main: tuple[int, int] | None
+    wal: tuple[int, int] | None
+    shm: tuple[int, int] | None
+
+
+def _file_id(path: str) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+async def _identify(path: str) -> _Files:
+    def identify() -> _Files:
+        return _Files(_file_id(path), _file_id(f"{path}-wal"), _file_id(f"{path}-shm"))
+
+    return await asyncio.to_thread(identify)
+
+
+def _remove_stale_wal(path: str, opened: _Files) -> None:
+    """Remove the WAL and shared memory of the file opened before, if still there. Those
+    of a file another process has created there since are other files: they stay."""
+    for suffix, before in (("-wal", opened.wal), ("-shm", opened.shm)):
+        if before is not None and _file_id(path + suffix) == before:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path + suffix)
 
 
 def _stop(connection: aiosqlite.Connection) -> None:

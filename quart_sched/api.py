@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from functools import wraps
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from quart import Response, request
 
@@ -70,6 +70,7 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     ("get_running_runs", "/runs/running", "GET"),
 )
 MAX_RUNS_PAGE = 500
+NOT_RUNNING = "the scheduler is not running: POST /start first"
 OUTCOME_FILTERS = frozenset({*OUTCOMES, RUNNING})
 
 
@@ -240,6 +241,13 @@ async def _job_json(ext: APScheduler, job_id: str, status: int = 200) -> Respons
     if job is None:
         raise JobLookupError(job_id)
     return json_response((await _jobs_json(ext, [job]))[0], status)
+
+
+async def _written_job_json(ext: APScheduler, job: Any) -> Response:
+    """The job a write returned, as it was right after the write. Not read again: by then
+    the scheduler may have run it and removed it (a date trigger due now), and a write that
+    took effect must not answer 404."""
+    return json_response((await _jobs_json(ext, [job]))[0])
 
 
 def _import_error(exc: Exception, func: str | None) -> ValidationError:
@@ -420,37 +428,41 @@ async def update_job(ext: APScheduler, job_id: str) -> Response:
     ref = changes.get("func")
     if ref is not None:
         changes["func"] = await ext.resolve_api_function(ref)
-    if changes:
-        try:
-            await ext.offload(ext.modify_job, job_id, **changes)
-        except (LookupError, ValueError, TypeError, ArithmeticError) as exc:
-            if isinstance(exc, (JobLookupError, ConflictingIdError)):
-                raise
-            raise _import_error(exc, ref) from None
-    return await _job_json(ext, job_id)
+    if not changes:
+        return await _job_json(ext, job_id)
+    try:
+        job = await ext.offload(ext.modify_job, job_id, **changes)
+    except (LookupError, ValueError, TypeError, ArithmeticError) as exc:
+        if isinstance(exc, (JobLookupError, ConflictingIdError)):
+            raise
+        raise _import_error(exc, ref) from None
+    return await _written_job_json(ext, job)
 
 
 async def pause_job(ext: APScheduler, job_id: str) -> Response:
-    await ext.offload(ext.pause_job, job_id)
-    return await _job_json(ext, job_id)
+    return await _written_job_json(ext, await ext.offload(ext.pause_job, job_id))
 
 
 async def resume_job(ext: APScheduler, job_id: str) -> Response:
     job = await ext.offload(ext.resume_job, job_id)
     if job is None:  # its schedule had ended and resuming removed it: Flask-APScheduler's null
         return json_response(None)
-    return await _job_json(ext, job_id)
+    return await _written_job_json(ext, job)
 
 
 async def run_job(ext: APScheduler, job_id: str) -> Response:
     wait = request.args.get("wait", "true").lower() not in ("false", "0", "no")
+    if not ext.running:
+        # Asked before the lookup: once shut down, APScheduler looks jobs up among the
+        # pending ones only, so a job of a persistent store would seem not to exist.
+        raise ValidationError("state", NOT_RUNNING)
     job = await ext.offload(ext.get_job, job_id)
     if job is None:
         raise JobLookupError(job_id)
     try:
         future = ext.submit_run(job)
     except SchedulerNotRunningError:
-        raise ValidationError("state", "the scheduler is not running: POST /start first") from None
+        raise ValidationError("state", NOT_RUNNING) from None
     except MaxInstancesReachedError:
         return error(
             409, f"Job {job_id!r} is already running its max_instances ({job.max_instances}) times"
@@ -529,8 +541,26 @@ def _page_response(page: Any) -> Response:
         args = request.args.to_dict(flat=False)
         args["cursor"] = [page.next_cursor]
         query = urlencode(args, doseq=True)
-        response.headers["Link"] = f'<{request.path}?{query}>; rel="next"'
+        response.headers["Link"] = f'<{_encoded_path()}?{query}>; rel="next"'
     return response
+
+
+def _encoded_path() -> str:
+    """This request's path, percent-encoded, for a link back to it.
+
+    ``request.path`` is decoded: a job id holding ``?``, ``#``, ``/``, a space or non-ASCII
+    text would cut or break the link. So the path is built from the route, each of its
+    segments (a job id is one) encoded on its own.
+    """
+    rule = request.url_rule
+    assert rule is not None  # only views call this
+    args = request.view_args or {}
+    segments = []
+    for part in rule.rule.split("/"):
+        if part.startswith("<") and part.endswith(">"):
+            part = str(args[part[1:-1].rpartition(":")[2]])
+        segments.append(quote(part, safe=""))
+    return quote(request.root_path, safe="/") + "/".join(segments)
 
 
 async def get_job_runs(ext: APScheduler, job_id: str) -> Response:

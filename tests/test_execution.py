@@ -8,9 +8,10 @@ import time
 from typing import Any
 
 import pytest
-from quart import Quart, current_app, g
+from quart import Quart, current_app, g, request
 
 from quart_sched import APScheduler, JobLookupError, SchedulerNotRunningError
+from quart_sched.errors import MaxInstancesReachedError
 
 from support import wait_until
 
@@ -176,6 +177,72 @@ async def test_run_job_needs_a_running_scheduler(scheduler: APScheduler) -> None
     scheduler.add_job("x", print, trigger="interval", hours=1)
     with pytest.raises(SchedulerNotRunningError):
         scheduler.run_job("x")
+
+
+async def test_run_job_from_a_sync_view_runs_the_job_and_can_be_waited_on(
+    app: Quart, scheduler: APScheduler
+) -> None:
+    # Quart runs a plain `def` view in a worker thread, where there is no running loop:
+    # run_job used to fail there with a bare "no running event loop".
+    ran: list[tuple[str, str, bool]] = []
+    views: list[str] = []
+    gate = threading.Event()
+
+    async def coro_job(tag: str) -> str:
+        loop_thread = threading.current_thread() is threading.main_thread()
+        ran.append((tag, current_app.name, loop_thread))
+        return f"{tag} by {current_app.name}"
+
+    def plain_job(tag: str) -> str:
+        gate.wait(10)
+        ran.append((tag, current_app.name, threading.current_thread() is threading.main_thread()))
+        return tag
+
+    def broken() -> None:
+        raise RuntimeError("boom from a sync view")
+
+    @app.post("/run/<job_id>")
+    def run_view(job_id: str) -> Any:
+        views.append(threading.current_thread().name)
+        wait = request.args.get("wait", "yes") == "yes"
+        try:
+            future = scheduler.run_job(job_id)
+        except MaxInstancesReachedError:
+            return {"error": "max_instances"}, 409
+        if not wait:
+            return {"started": True}, 202
+        try:
+            return {"result": future.result(timeout=10)}
+        except RuntimeError as exc:
+            return {"error": str(exc)}, 500
+
+    scheduler.add_job("coro", coro_job, trigger="interval", hours=1, args=["c"])
+    scheduler.add_job("plain", plain_job, trigger="interval", hours=1, args=["p"])
+    scheduler.add_job("broken", broken, trigger="interval", hours=1)
+    scheduler.start()
+    async with app.test_app():
+        client = app.test_client()
+        response = await client.post("/run/coro")
+        assert response.status_code == 200, await response.get_data(as_text=True)
+        assert await response.get_json() == {"result": f"c by {app.name}"}
+        assert ran == [("c", app.name, True)]  # on the serving loop, with the app context
+        assert views and views[0] != threading.main_thread().name  # the view ran in a thread
+
+        # A plain job runs in the pool; max_instances is answered in the view's thread.
+        response = await client.post("/run/plain?wait=no")
+        assert response.status_code == 202
+        response = await client.post("/run/plain?wait=no")
+        assert response.status_code == 409
+        gate.set()
+        await wait_until(lambda: ("p", app.name, False) in ran)
+
+        response = await client.post("/run/broken")
+        assert response.status_code == 500
+        assert await response.get_json() == {"error": "boom from a sync view"}
+
+        scheduler.shutdown()
+        with pytest.raises(SchedulerNotRunningError):
+            await asyncio.to_thread(scheduler.run_job, "coro")
 
 
 async def test_max_instances_is_honoured(app: Quart) -> None:

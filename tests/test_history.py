@@ -30,12 +30,13 @@ from contextlib import asynccontextmanager, closing, suppress
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import pytest
 from apps.harness import python
 from quart import Quart, current_app
 
-from quart_sched import APScheduler
+from quart_sched import APScheduler, _history
 from quart_sched._history import SCHEMA_VERSION, RunHistory
 from quart_sched.auth import HTTPBasicAuth
 from quart_sched.errors import HistoryUnavailableError
@@ -463,6 +464,155 @@ async def test_second_history_in_the_same_process_leaves_live_runs_alone(db: Pat
     assert row["outcome"] == "success"
 
 
+async def test_processes_forked_after_import_record_distinct_runs_into_one_file(
+    db: Path,
+) -> None:
+    # Run ids came from a token and a counter made at import: a child forked after that
+    # handed out its parent's ids, and INSERT OR REPLACE overwrote the other's rows.
+    runs = 40
+    with python("forked_history.py", cwd=APPS, HISTORY=str(db), RUNS=str(runs)) as proc:
+        assert proc.wait_exit(timeout=60) == 0, proc.dump()
+        pids = {int(line.split()[1]) for line in proc.stdout if line.startswith("recorded ")}
+    assert len(pids) == 2 and proc.pid in pids, proc.dump()
+
+    rows = file_rows(db)
+    assert len({row["run_id"] for row in rows}) == len(rows) == 2 * runs
+    assert Counter(row["pid"] for row in rows) == {pid: runs for pid in pids}
+    assert len({row["process"] for row in rows}) == 2
+    assert {row["outcome"] for row in rows} == {"success"}
+
+
+async def test_histories_opening_a_new_file_together_all_get_its_schema(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Workers started together used to all see schema version 0 and all create the
+    # table: every one but the first failed with "table runs already exists". (A busy
+    # machine may still make one wait for the lock, and retry: that is fine.)
+    for attempt in range(5):
+        db = tmp_path / f"together-{attempt}.sqlite"
+        histories = [RunHistory(str(db), host="here", retry_interval=0.1) for _ in range(4)]
+        for history in histories:
+            history.start()
+        try:
+            for history in histories:
+                await eventually(_readable(history), bool, timeout=15)
+        finally:
+            for history in histories:
+                await history.aclose()
+        assert sql(db, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert "already exists" not in caplog.text
+
+
+def _readable(history: RunHistory) -> Callable[[], Awaitable[bool]]:
+    async def readable() -> bool:
+        try:
+            return await history.running() == []
+        except HistoryUnavailableError:
+            return False
+
+    return readable
+
+
+async def test_a_run_id_already_in_the_file_is_never_overwritten(
+    db: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Unique run ids make a clash impossible short of a copied file or a bug; should one
+    # happen, the row there stays, and the clash is logged rather than silent.
+    app, ext = make_app(db)
+    async with served(app, ext):
+        ext.add_job("first", noop, trigger="interval", hours=1)
+        ext.add_job("second", noop, trigger="interval", hours=1)
+        process = _history._Process()
+        monkeypatch.setattr(_history, "_process", process)
+        for _ in range(3):
+            await ext.run_job("first")
+        before = await eventually(lambda: all_runs(ext, "first"), lambda runs: len(runs) == 3)
+        process.numbers = itertools.count(2)  # hands out the second and third ids again
+        with caplog.at_level(logging.ERROR, logger="quart_sched"):
+            for _ in range(3):
+                await ext.run_job("second")
+            await eventually(lambda: all_runs(ext), lambda runs: len(runs) == 4)
+        assert await all_runs(ext, "first") == before  # untouched
+        (new,) = await all_runs(ext, "second")
+        assert new["run_id"] == f"{process.prefix}-4"
+    assert "already holds the run ids of 2 run(s)" in caplog.text
+    assert len(file_rows(db)) == 4
+
+
+def _delete(path: Path, how: str) -> None:
+    if how == "replaced":
+        other = path.with_name("other.sqlite")
+        with closing(sqlite3.connect(other)) as conn:
+            conn.execute("CREATE TABLE unrelated (x)")
+        os.replace(other, path)
+        return
+    suffixes = ["", "-wal", "-shm"] if how == "deleted-with-wal" else [""]
+    for suffix in suffixes:
+        Path(f"{path}{suffix}").unlink()
+
+
+@pytest.mark.parametrize("how", ["deleted", "deleted-with-wal", "replaced"])
+async def test_a_file_deleted_or_replaced_while_serving_is_recreated_with_the_runs_under_way(
+    db: Path, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Runs used to go on into the unlinked file, lost at restart with the `running` rows
+    # that mark killed runs interrupted.
+    GATES["recreated"] = gate = asyncio.Event()
+    app, ext = make_app(db)
+    async with served(app, ext):
+        ext.add_job("long", wait_gate, args=["recreated"], trigger="interval", hours=1)
+        ext.add_job("quick", noop, trigger="interval", hours=1)
+        long_run = ext.run_job("long")
+        await ext.run_job("quick")
+        await wait_until(lambda: len(file_rows(db)) == 2)
+        (running,) = file_rows(db, "outcome = 'running'")
+
+        with caplog.at_level(logging.WARNING, logger="quart_sched"):
+            await asyncio.to_thread(_delete, db, how)
+            for _ in range(3):
+                await ext.run_job("quick")
+            # Read through the history first: it writes what it holds, and so sees the
+            # file is another. (A reader opening the path before that would replay the old
+            # file's WAL, still there, into the new one: SQLite's own hazard.)
+            assert len(await all_runs(ext, "quick")) == 3
+            assert len(file_rows(db, "job_id = 'quick'")) == 3
+            # The run under way was recorded again, as it was; the earlier quick run went
+            # with the old file.
+            assert file_rows(db, "job_id = 'long'") == [{**running, "id": 1}]
+            assert sql(db, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+            gate.set()
+            await long_run
+            await wait_until(lambda: file_rows(db, "job_id = 'long'")[0]["outcome"] == "success")
+            await ext.run_job("quick")
+            assert [run["job_id"] for run in await all_runs(ext)] == ["quick"] * 4 + ["long"]
+    warnings = [r for r in caplog.records if "deleted or replaced" in r.getMessage()]
+    assert len(warnings) == 1, caplog.text
+    assert _integrity(db) == "ok"
+    rows = file_rows(db)
+    assert Counter(row["outcome"] for row in rows) == {"success": 5}
+    if how == "replaced":
+        assert sql(db, "SELECT name FROM sqlite_master WHERE name = 'unrelated'")
+
+
+async def test_a_file_deleted_while_only_a_long_run_goes_on_gets_its_running_row_back(
+    db: Path,
+) -> None:
+    # Nothing else is written meanwhile: the writer looks at the file now and then while
+    # runs are under way, so a crash after the deletion still finds the run to mark.
+    GATES["alone"] = gate = asyncio.Event()
+    app, ext = make_app(db)
+    history_of(ext).retry_interval = 0.2
+    async with served(app, ext):
+        ext.add_job("alone", wait_gate, args=["alone"], trigger="interval", hours=1)
+        run = ext.run_job("alone")
+        await wait_until(lambda: file_rows(db, "outcome = 'running'"))
+        (before,) = file_rows(db)
+        await asyncio.to_thread(_delete, db, "deleted")
+        await wait_until(lambda: file_rows(db) == [before])
+        gate.set()
+        await run
+
+
 # -------------------------------------------------------------------------- 4. retention
 
 
@@ -663,6 +813,40 @@ async def test_pages_cursors_and_filters_over_http_and_python(db: Path) -> None:
             response = await client.get("/scheduler/jobs/flaky/runs", query_string={"limit": 5})
             assert response.status_code == 200
             assert [r["run_id"] for r in await response.get_json()] == newest_first[:5]
+
+
+@pytest.mark.parametrize(
+    "job_id", ["what?now", "hash#tag", "two words", "ünïcode", "per%2Fcent", "plus+sign"]
+)
+async def test_link_to_the_next_page_works_for_ids_that_need_encoding(
+    db: Path, job_id: str
+) -> None:
+    # The link was built from the decoded path: "?" cut it, "%2F" decoded to "/", and
+    # non-ASCII text went into a header as is.
+    app, ext = make_app(db, SCHEDULER_API_ENABLED=True)
+    async with served(app, ext):
+        ext.add_job(job_id, noop, trigger="interval", hours=1)
+        ext.add_job("other", noop, trigger="interval", hours=1)
+        for _ in range(3):
+            await ext.run_job(job_id)
+            await ext.run_job("other")
+        newest_first = [run["run_id"] for run in await all_runs(ext, job_id)]
+        client = app.test_client()
+        response = await client.get(
+            f"/scheduler/jobs/{quote(job_id, safe='')}/runs", query_string={"limit": "2"}
+        )
+        assert response.status_code == 200
+        assert [run["run_id"] for run in await response.get_json()] == newest_first[:2]
+        link = response.headers["Link"]
+        assert link.startswith("<") and link.endswith('>; rel="next"'), link
+        target = link[1 : link.index(">")]
+        assert target.isascii() and " " not in target and "#" not in target, link
+        second = await client.get(target)
+        assert second.status_code == 200, (target, await second.get_data(as_text=True))
+        runs = await second.get_json()
+        assert [run["run_id"] for run in runs] == newest_first[2:]
+        assert {run["job_id"] for run in runs} == {job_id}
+        assert "Link" not in second.headers
 
 
 async def test_running_runs_route_lists_the_run_under_way(db: Path) -> None:

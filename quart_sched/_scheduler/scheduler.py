@@ -306,10 +306,22 @@ class QuartScheduler(WakeupLoop, Reporting):
                     "the object up with.",
                 ) from exc
 
+    def on_its_loop(self) -> bool:
+        """True when called on the thread of the loop the scheduler runs on."""
+        return self._eventloop is not None and on_loop(self._eventloop)
+
     def run_job_now(self, job: Job) -> asyncio.Future[Any]:
-        """Run a job once now through its executor; the future yields its return value."""
+        """Run a job once now through its executor; the future yields its return value.
+
+        Call it on the scheduler's loop; from another thread, use :meth:`run_job_threadsafe`.
+        """
         if self.state == STATE_STOPPED:
             raise SchedulerNotRunningError
+        if not self.on_its_loop():
+            raise RuntimeError(
+                "run_job_now() must be called on the scheduler's event loop; from another "
+                "thread use run_job_threadsafe()"
+            )
         if isinstance(job, UnloadableJob):
             raise JobNotLoadableError(job.id, job.load_error)
         executor = self._lookup_executor(job.executor)
@@ -325,6 +337,52 @@ class QuartScheduler(WakeupLoop, Reporting):
         )
         result = asyncio.ensure_future(_result_of(task))
         result.add_done_callback(_retrieve)
+        return result
+
+    def run_job_threadsafe(self, job: Job) -> concurrent.futures.Future[Any]:
+        """:meth:`run_job_now` from a thread other than the loop's (a plain ``def`` view,
+        which Quart runs in a thread, or a plain-function job).
+
+        The run is handed to the scheduler's loop; this waits only until it has been
+        submitted, so ``MaxInstancesReachedError`` and ``SchedulerNotRunningError`` are
+        raised here, as on the loop. The returned future yields the job's return value
+        or raises its exception; ``future.result(timeout)`` blocks the calling thread.
+        """
+        loop = self._eventloop
+        if self.state == STATE_STOPPED or loop is None:
+            raise SchedulerNotRunningError
+        if on_loop(loop):
+            raise RuntimeError(
+                "run_job_threadsafe() was called on the scheduler's own loop, where waiting "
+                "for it would block the loop: use run_job_now() and await its future"
+            )
+        if loop.is_closed() or not loop.is_running():
+            raise RuntimeError(
+                "the scheduler's event loop is not running, so no job can run: serve the "
+                "app (or start the scheduler inside a running loop) first"
+            )
+        submitted: concurrent.futures.Future[None] = concurrent.futures.Future()
+        result: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def copy_outcome(future: asyncio.Future[Any]) -> None:
+            if future.cancelled():
+                result.cancel()
+            elif future.exception() is not None:
+                result.set_exception(future.exception())
+            else:
+                result.set_result(future.result())
+
+        def submit() -> None:
+            try:
+                future = self.run_job_now(job)
+            except BaseException as exc:
+                submitted.set_exception(exc)
+                return
+            submitted.set_result(None)
+            future.add_done_callback(copy_outcome)
+
+        loop.call_soon_threadsafe(submit)
+        submitted.result()
         return result
 
     @property
