@@ -413,7 +413,7 @@ def _paths(prefix: str) -> dict[str, Any]:
                     "in": "query",
                     "description": "Fire times after this instant (default: now); "
                     "without an offset, in the scheduler's time zone",
-                    "schema": {"type": "string", "format": "date-time"},
+                    "schema": {"type": "string"},
                 },
             ],
             "get": {
