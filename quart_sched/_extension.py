@@ -12,7 +12,7 @@ import re
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from apscheduler.events import EVENT_ALL
@@ -593,14 +593,27 @@ class APScheduler:
         data["load_error"] = load_error(job)
         return data
 
-    def next_run_times(self, job: Job, n: int) -> list[datetime]:
+    def next_run_times(self, job: Job, n: int, after: datetime | None = None) -> list[datetime]:
         """The next ``n`` fire times of ``job``'s trigger, in the trigger's time zone; a
-        paused job's are those it would have if resumed now."""
+        paused job's are those it would have if resumed now.
+
+        With ``after``, the fire times after that instant instead (a naive ``after`` is in
+        the scheduler's time zone), e.g. to check a coming DST night::
+
+            scheduler.next_run_times(job, 3, after=datetime(2026, 10, 31, 12, 0))
+        """
         now = datetime.now(self._scheduler.timezone)
         times: list[datetime] = []
         previous = None
         try:
-            current = job.next_run_time or job.trigger.get_next_fire_time(None, now)
+            if after is None:
+                current = job.next_run_time or job.trigger.get_next_fire_time(None, now)
+            else:
+                if after.tzinfo is None:
+                    after = after.replace(tzinfo=self._scheduler.timezone)
+                # Strictly after it; in UTC, since wall-clock arithmetic ignores DST.
+                start = after.astimezone(timezone.utc) + timedelta(microseconds=1)
+                current = job.trigger.get_next_fire_time(None, start)
         except Exception:  # a trigger APScheduler cannot compute (a date past 9999)
             return times
         while current is not None and len(times) < n:
@@ -610,7 +623,9 @@ class APScheduler:
                 current = job.trigger.get_next_fire_time(previous, previous)
             except Exception:  # the calendar ends at year 9999; custom triggers may raise
                 break
-            if current is not None and current <= previous:
+            # In UTC: datetimes sharing a tzinfo compare by wall time, and an hour repeated
+            # at the end of DST would look like going backwards.
+            if current is not None and _utc(current) <= _utc(previous):
                 break
         return times
 
@@ -717,3 +732,7 @@ def _resolve_reference(ref: str) -> Any:
                 "func", f"func {ref!r} cannot be found: {module_name} has no {qualname!r}"
             ) from None
     return target
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(timezone.utc)

@@ -413,6 +413,13 @@ def _paths(prefix: str) -> dict[str, Any]:
                     "in": "query",
                     "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 5},
                 },
+                {
+                    "name": "after",
+                    "in": "query",
+                    "description": "Fire times after this instant (default: now); "
+                    "without an offset, in the scheduler's time zone",
+                    "schema": {"type": "string"},
+                },
             ],
             "get": {
                 "operationId": "get_next_run_times",
@@ -421,7 +428,7 @@ def _paths(prefix: str) -> dict[str, Any]:
                         "description": "Coming fire times",
                         **_json_content(_ref("NextRunTimes")),
                     },
-                    "400": _error("Bad n"),
+                    "400": _error("Bad n or after"),
                     "404": _NOT_FOUND,
                 },
             },

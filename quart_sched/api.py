@@ -488,10 +488,17 @@ async def get_next_run_times(ext: APScheduler, job_id: str) -> Response:
         1 <= int(raw) <= MAX_NEXT_RUN_TIMES
     ):
         raise ValidationError("n", f"n must be an integer from 1 to {MAX_NEXT_RUN_TIMES}")
+    after = None
+    raw_after = request.args.get("after")
+    if raw_after is not None:  # naive: the scheduler's time zone, as job dates
+        try:
+            after = _jobs.parse_datetime(raw_after, "after")
+        except ValueError as exc:
+            raise ValidationError("after", str(exc)) from None
     job = await ext.offload(ext.get_job, job_id)
     if job is None:
         raise JobLookupError(job_id)
-    times: list[datetime] = ext.next_run_times(job, int(raw))
+    times: list[datetime] = ext.next_run_times(job, int(raw), after)
     return json_response({"id": job.id, "next_run_times": [_json.isoformat(t) for t in times]})
 
 

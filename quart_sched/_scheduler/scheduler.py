@@ -36,6 +36,7 @@ from ..errors import (
     SchedulerAlreadyRunningError,
     SchedulerNotRunningError,
 )
+from ..triggers import CronTrigger
 from .executor import Batch, QuartExecutor, drain, upgrade_executor
 from .reporting import CANCEL_GRACE, Reporting
 from .unloadable import UnloadableJob, keep_unloadable
@@ -243,6 +244,15 @@ class QuartScheduler(WakeupLoop, Reporting):
             if spec is not None:
                 job._modify(trigger=self._create_trigger(spec[0], dict(spec[1])))
         self._retime.clear()
+
+    def _create_trigger(self, trigger: Any, trigger_args: dict[str, Any]) -> BaseTrigger:
+        # Every job built from the name "cron" (config, @task, add_job, modify_job, the API)
+        # gets Vixie cron's rule on DST nights; a trigger instance given is kept as it is.
+        if isinstance(trigger, str) and trigger == "cron":
+            trigger_args.setdefault("timezone", self.timezone)
+            return CronTrigger(**trigger_args)
+        built: BaseTrigger = super()._create_trigger(trigger, trigger_args)
+        return built
 
     def make_trigger(self, trigger: Any, trigger_args: Mapping[str, Any]) -> BaseTrigger:
         """Build a trigger as ``add_job`` would, in the scheduler's time zone."""
