@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -32,7 +33,6 @@ from .errors import (
     JobStoreUnavailableError,
     QuartSchedError,
     SchedulerAlreadyRunningError,
-    SchedulerNotRunningError,
 )
 
 if TYPE_CHECKING:
@@ -46,6 +46,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
 # Packages whose exceptions mean "the job store cannot be reached", not "bad request".
+#: The keys of a job's ``last_run`` in the API's job JSON.
+LAST_RUN_KEYS = ("run_id", "outcome", "started_at", "finished_at", "duration", "error")
+
 _STORE_ERROR_MODULES = ("sqlalchemy", "sqlite3", "redis", "pymongo", "psycopg", "kazoo", "etcd")
 
 
@@ -196,6 +199,11 @@ class APScheduler:
             from .api import register_api
 
             register_api(self, app)
+
+        if "scheduler" not in app.cli.commands:
+            from ._cli import scheduler_cli  # lazily: serving never needs click's commands
+
+            app.cli.add_command(scheduler_cli)
 
         app.before_serving(self._make_before_serving(app))
         app.after_serving(self._make_after_serving(app))
@@ -375,9 +383,52 @@ class APScheduler:
 
     def submit_run(self, job: Job) -> asyncio.Future[Any]:
         """:meth:`run_job` for a job already looked up: no job-store I/O."""
-        if not self.running:
-            raise SchedulerNotRunningError
-        return self._scheduler.run_job_now(job)
+        return self._scheduler.run_job_now(job)  # SchedulerNotRunningError when stopped
+
+    @contextlib.asynccontextmanager
+    async def open_stores(self) -> AsyncIterator[APScheduler]:
+        """Reach the job stores and the run history without starting the scheduler.
+
+        What ``quart scheduler`` does to steer jobs that another process (the server, a
+        worker) runs from the same persistent job store::
+
+            async with scheduler.open_stores():
+                scheduler.pause_job("report")      # written to the store
+                await scheduler.run_job("report")  # runs here, recorded in the history
+
+        Inside, job methods read and write the stores; nothing runs on its own; jobs
+        declared in code or config are not written over the stored ones. Jobs of
+        in-memory stores are those this process declared, and changing them raises
+        :class:`JobStoreUnavailableError`. On exit, runs started inside get
+        ``SCHEDULER_SHUTDOWN_TIMEOUT`` seconds to finish.
+
+        :raises SchedulerAlreadyRunningError: if the scheduler runs in this process
+        """
+        if self.running:
+            raise SchedulerAlreadyRunningError
+        try:
+            self._scheduler.open_stores()
+        except QuartSchedError:
+            raise
+        except Exception as exc:
+            error = _store_error(exc)
+            if error is exc:
+                raise
+            raise error from exc
+        history = self._scheduler.history
+        try:
+            if history is not None:
+                history.start()
+            yield self
+        finally:
+            await self._scheduler.close_stores()
+            if history is not None:
+                await history.aclose()  # after the runs: their ends are recorded
+
+    def probe_stores(self) -> dict[str, tuple[str, str | None]]:
+        """Inside :meth:`open_stores`: each job store's alias -> (its class name, why it
+        cannot be reached or None when it answers). Loads no job."""
+        return self._scheduler.probe_stores()
 
     # auth -------------------------------------------------------------------------------
 
@@ -469,6 +520,20 @@ class APScheduler:
         patterns = list(self._config.api_allowed_funcs) if self._config else []
         return {"functions": sorted(self._api_functions), "patterns": patterns}
 
+    async def jobs_to_dicts(self, jobs: list[Job]) -> list[dict[str, Any]]:
+        """Jobs as ``GET /jobs`` lists them: :meth:`job_to_dict` and ``last_run``, a summary
+        of each job's latest recorded run (null if none, or if history is unavailable)."""
+        data = [self.job_to_dict(job) for job in jobs]
+        last: dict[str, dict[str, Any]] = {}
+        if self.history is not None and data:
+            # Unavailable history: the jobs are still worth showing; the runs say why.
+            with contextlib.suppress(HistoryUnavailableError):
+                last = await self.get_last_runs([item["id"] for item in data])
+        for item in data:
+            run = last.get(item["id"])
+            item["last_run"] = None if run is None else {key: run[key] for key in LAST_RUN_KEYS}
+        return data
+
     def job_to_dict(self, job: Job) -> dict[str, Any]:
         """A job as the REST API shows it (Flask-APScheduler's keys and order)."""
         data = _json.job_to_dict(
@@ -477,14 +542,15 @@ class APScheduler:
         data["running_instances"] = self._scheduler.running_instances(job.id)
         return data
 
-    def next_run_times(self, job: Job, n: int) -> list[datetime]:
-        """The next ``n`` fire times of ``job``'s trigger, in the trigger's time zone; a
-        paused job's are those it would have if resumed now."""
-        now = datetime.now(self._scheduler.timezone)
+    def next_run_times(self, job: Job, n: int, after: datetime | None = None) -> list[datetime]:
+        """The next ``n`` fire times of ``job``'s trigger after ``after`` (default now), in
+        the trigger's time zone; a paused job's are those it would have if resumed."""
+        now = datetime.now(self._scheduler.timezone) if after is None else after
         times: list[datetime] = []
         previous = None
         try:
-            current = job.next_run_time or job.trigger.get_next_fire_time(None, now)
+            scheduled = getattr(job, "next_run_time", None) if after is None else None
+            current = scheduled or job.trigger.get_next_fire_time(None, now)
         except (OverflowError, ValueError):
             return times
         while current is not None and len(times) < n:
@@ -512,11 +578,10 @@ class APScheduler:
         except (QuartSchedError, LookupError, ConflictingIdError, ValueError, TypeError):
             raise
         except Exception as exc:
-            if isinstance(exc, OSError) or type(exc).__module__.startswith(_STORE_ERROR_MODULES):
-                raise JobStoreUnavailableError(
-                    f"the job store cannot be reached ({type(exc).__name__}); try again later"
-                ) from exc
-            raise
+            error = _store_error(exc)
+            if error is exc:
+                raise
+            raise error from exc
 
     # run history --------------------------------------------------------------------
 
@@ -564,3 +629,13 @@ class APScheduler:
     async def get_last_runs(self, job_ids: list[str]) -> dict[str, dict[str, Any]]:
         """The latest recorded run of each of ``job_ids`` that has one."""
         return await self._open_history().last_runs(job_ids)
+
+
+def _store_error(exc: Exception) -> Exception:
+    """``exc`` as :class:`JobStoreUnavailableError` when a job store's driver raised it."""
+    if isinstance(exc, OSError) or type(exc).__module__.startswith(_STORE_ERROR_MODULES):
+        cause = getattr(exc, "orig", None) or exc  # SQLAlchemy's wraps the driver's
+        return JobStoreUnavailableError(
+            f"the job store cannot be reached ({type(cause).__name__}); try again later"
+        )
+    return exc

@@ -32,8 +32,10 @@ from apscheduler.events import (
     EVENT_JOB_EXECUTED,
     EVENT_JOB_MAX_INSTANCES,
     EVENT_JOB_MISSED,
+    EVENT_JOB_REMOVED,
     EVENT_JOB_SUBMITTED,
     EVENT_SCHEDULER_SHUTDOWN,
+    JobEvent,
     JobExecutionEvent,
     JobSubmissionEvent,
     SchedulerEvent,
@@ -65,6 +67,7 @@ from ._history import run_record
 from .errors import (
     ConfigurationError,
     JobNotStorableError,
+    JobStoreUnavailableError,
     SchedulerAlreadyRunningError,
     SchedulerNotRunningError,
 )
@@ -333,6 +336,8 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
     history: RunHistory | None = None
     #: While True (the app serves), the history stays open when the scheduler stops.
     keep_history_open = False
+    #: True between open_stores() and close_stores(): job calls go to the stores.
+    _stores_open = False
 
     def __init__(self, gconfig: Mapping[str, Any] | None = None, **options: Any) -> None:
         self._init_quart_state()
@@ -525,6 +530,7 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
         super()._real_add_job(job, jobstore_alias, replace_existing)
 
     def modify_job(self, job_id: str, jobstore: str | None = None, **changes: Any) -> Job:
+        self._check_store_write(job_id, jobstore)
         if changes.keys() & {"func", "args", "kwargs", "trigger"}:
             with self._jobstores_lock:
                 job, alias = self._lookup_job(job_id, jobstore)
@@ -569,7 +575,7 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
 
     def run_job_now(self, job: Job) -> asyncio.Future[Any]:
         """Run a job once now through its executor; the future yields its return value."""
-        if self.state == STATE_STOPPED:
+        if self.state == STATE_STOPPED and not self._stores_open:
             raise SchedulerNotRunningError
         executor = self._lookup_executor(job.executor)
         loop = asyncio.get_running_loop()
@@ -599,6 +605,140 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
     def running_instances(self, job_id: str) -> int:
         """How many runs of ``job_id`` are under way now, across executors."""
         return sum(ex._instances.get(job_id, 0) for ex in self._executors.values())
+
+    # the job stores without the scheduler (the CLI) -----------------------------------
+
+    def open_stores(self) -> None:
+        """Open the job stores (and start the executors) without starting the scheduler.
+
+        For a process that steers jobs another process runs (``quart scheduler``): job
+        calls then read and write the stores, nothing runs on its own, :meth:`run_job_now`
+        works, and jobs declared in code or config are *not* written over the stored ones
+        (no next run time reset, no pause undone). Jobs of in-memory stores are those
+        declared in this process; changing them is refused, since the process that runs
+        them cannot see the change. Call on the loop that runs :meth:`run_job_now`'s jobs;
+        await :meth:`close_stores` when done.
+        """
+        if self.state != STATE_STOPPED or self._stores_open:
+            raise SchedulerAlreadyRunningError
+        self._eventloop = asyncio.get_running_loop()
+        with self._executors_lock:
+            if "default" not in self._executors:
+                self.add_executor(self._create_default_executor(), "default")
+            for alias, executor in self._executors.items():
+                executor.start(self, alias)
+        with self._jobstores_lock:
+            if "default" not in self._jobstores:
+                self.add_jobstore(self._create_default_jobstore(), "default")
+            opened: list[Any] = []
+            try:
+                for alias, store in self._jobstores.items():
+                    store.start(self, alias)
+                    opened.append(store)
+            except BaseException:
+                self._close_stores(opened)
+                self._stop_executors_now()
+                self._eventloop = None
+                raise
+        self._stores_open = True
+
+    async def close_stores(self) -> None:
+        """Undo :meth:`open_stores`: runs started meanwhile get ``shutdown_timeout``
+        seconds to finish, then the stores close."""
+        if not self._stores_open:
+            return
+        self._stores_open = False
+        batches = self._stop_executors_now()
+        await asyncio.gather(*(drain(batch, self.shutdown_timeout) for batch in batches))
+        self._eventloop = None
+        self._close_stores(list(self._jobstores.values()))
+
+    def _stop_executors_now(self) -> list[_Batch]:
+        batches = []
+        with self._executors_lock:
+            for executor in self._executors.values():
+                if isinstance(executor, QuartExecutor):
+                    batch = executor.detach()
+                    if batch is not None:
+                        batches.append(batch)
+                else:
+                    executor.shutdown(wait=False)
+        return batches
+
+    def probe_stores(self) -> dict[str, tuple[str, str | None]]:
+        """Ask every job store one cheap question: alias -> (the store's class name, what
+        failed or None). Reads no job, so it neither loads functions nor lets a store drop
+        a job it cannot load."""
+        probed: dict[str, tuple[str, str | None]] = {}
+        for alias, store in list(self._jobstores.items()):
+            problem = None
+            try:
+                store.get_next_run_time()
+            except Exception as exc:
+                cause = getattr(exc, "orig", None) or exc
+                problem = f"{type(cause).__name__}: {cause}"
+            probed[alias] = (type(store).__name__, problem)
+        return probed
+
+    def _stores_only(self) -> bool:
+        return self._stores_open and self.state == STATE_STOPPED
+
+    def _declared(self, alias: str) -> list[Job]:
+        return [job for job, job_alias, _ in self._pending_jobs if job_alias == alias]
+
+    def _check_store_write(self, job_id: str, jobstore: str | None) -> None:
+        if not self._stores_only():
+            return
+        _job, alias = self._lookup_job(job_id, jobstore)
+        if alias is None:
+            where = jobstore or next(
+                (a for j, a, _ in self._pending_jobs if j.id == job_id), "default"
+            )
+            raise JobStoreUnavailableError(
+                f"Job {job_id!r} is in the in-memory job store {where!r}, which lives in the "
+                "process that runs it: a change made here would not reach it. Configure a "
+                "persistent job store (SCHEDULER_JOBSTORES) to steer it from another process."
+            )
+
+    def get_jobs(self, jobstore: str | None = None, pending: Any = None) -> list[Job]:
+        if not self._stores_only():
+            jobs: list[Job] = super().get_jobs(jobstore, pending)
+            return jobs
+        with self._jobstores_lock:
+            found: list[Job] = []
+            for alias, store in self._jobstores.items():
+                if jobstore in (None, alias):
+                    memory = isinstance(store, MemoryJobStore)
+                    found += self._declared(alias) if memory else store.get_all_jobs()
+            return found
+
+    def _lookup_job(self, job_id: str, jobstore_alias: str | None) -> tuple[Job, str | None]:
+        if not self._stores_only():
+            found: tuple[Job, str | None] = super()._lookup_job(job_id, jobstore_alias)
+            return found
+        for alias, store in self._jobstores.items():
+            if jobstore_alias not in (None, alias):
+                continue
+            if isinstance(store, MemoryJobStore):  # None: not in a store this process reaches
+                for job in self._declared(alias):
+                    if job.id == job_id:
+                        return job, None
+            else:
+                stored = store.lookup_job(job_id)
+                if stored is not None:
+                    return stored, alias
+        raise JobLookupError(job_id)
+
+    def remove_job(self, job_id: str, jobstore: str | None = None) -> None:
+        if not self._stores_only():
+            super().remove_job(job_id, jobstore)
+            return
+        with self._jobstores_lock:
+            self._check_store_write(job_id, jobstore)
+            _job, alias = self._lookup_job(job_id, jobstore)
+            assert alias is not None  # _check_store_write refused the in-memory ones
+            self._lookup_jobstore(alias).remove_job(job_id)
+        self._dispatch_event(JobEvent(EVENT_JOB_REMOVED, job_id, alias))
 
     # lifecycle --------------------------------------------------------------------------
 
