@@ -614,10 +614,10 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
         For a process that steers jobs another process runs (``quart scheduler``): job
         calls then read and write the stores, nothing runs on its own, :meth:`run_job_now`
         works, and jobs declared in code or config are *not* written over the stored ones
-        (no next run time reset, no pause undone). Jobs of in-memory stores are those
-        declared in this process; changing them is refused, since the process that runs
-        them cannot see the change. Call on the loop that runs :meth:`run_job_now`'s jobs;
-        await :meth:`close_stores` when done.
+        (no next run time reset, no pause undone). In-memory stores show the jobs this
+        process declared, as the process running them has them; changing those is
+        refused, since that process would never see the change. Call on the loop that
+        runs :meth:`run_job_now`'s jobs; await :meth:`close_stores` when done.
         """
         if self.state != STATE_STOPPED or self._stores_open:
             raise SchedulerAlreadyRunningError
@@ -640,7 +640,27 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
                 self._stop_executors_now()
                 self._eventloop = None
                 raise
+            self._show_declared_memory_jobs()
         self._stores_open = True
+
+    def _show_declared_memory_jobs(self) -> None:
+        """Put copies of the declared jobs of in-memory stores in them, completed as a
+        start would (defaults, next run time); the declarations stay pending."""
+        now = datetime.now(self.timezone)
+        for job, alias, _replace in self._pending_jobs:
+            store = self._jobstores.get(alias)
+            if not isinstance(store, MemoryJobStore):
+                continue
+            shown = _copy_job(job)
+            changes = {k: v for k, v in self._job_defaults.items() if not hasattr(shown, k)}
+            if not hasattr(shown, "next_run_time"):
+                changes["next_run_time"] = shown.trigger.get_next_fire_time(None, now)
+            shown._modify(**changes)
+            shown._jobstore_alias = alias
+            try:
+                store.add_job(shown)
+            except ConflictingIdError:
+                store.update_job(shown)
 
     async def close_stores(self) -> None:
         """Undo :meth:`open_stores`: runs started meanwhile get ``shutdown_timeout``
@@ -651,6 +671,10 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
         batches = self._stop_executors_now()
         await asyncio.gather(*(drain(batch, self.shutdown_timeout) for batch in batches))
         self._eventloop = None
+        with self._jobstores_lock:
+            for store in self._jobstores.values():
+                if isinstance(store, MemoryJobStore):
+                    store.remove_all_jobs()  # the copies; the declarations are pending
         self._close_stores(list(self._jobstores.values()))
 
     def _stop_executors_now(self) -> list[_Batch]:
@@ -683,19 +707,13 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
     def _stores_only(self) -> bool:
         return self._stores_open and self.state == STATE_STOPPED
 
-    def _declared(self, alias: str) -> list[Job]:
-        return [job for job, job_alias, _ in self._pending_jobs if job_alias == alias]
-
     def _check_store_write(self, job_id: str, jobstore: str | None) -> None:
         if not self._stores_only():
             return
         _job, alias = self._lookup_job(job_id, jobstore)
-        if alias is None:
-            where = jobstore or next(
-                (a for j, a, _ in self._pending_jobs if j.id == job_id), "default"
-            )
+        if isinstance(self._jobstores.get(alias), MemoryJobStore):
             raise JobStoreUnavailableError(
-                f"Job {job_id!r} is in the in-memory job store {where!r}, which lives in the "
+                f"Job {job_id!r} is in the in-memory job store {alias!r}, which lives in the "
                 "process that runs it: a change made here would not reach it. Configure a "
                 "persistent job store (SCHEDULER_JOBSTORES) to steer it from another process."
             )
@@ -708,8 +726,7 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
             found: list[Job] = []
             for alias, store in self._jobstores.items():
                 if jobstore in (None, alias):
-                    memory = isinstance(store, MemoryJobStore)
-                    found += self._declared(alias) if memory else store.get_all_jobs()
+                    found += store.get_all_jobs()
             return found
 
     def _lookup_job(self, job_id: str, jobstore_alias: str | None) -> tuple[Job, str | None]:
@@ -717,16 +734,10 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
             found: tuple[Job, str | None] = super()._lookup_job(job_id, jobstore_alias)
             return found
         for alias, store in self._jobstores.items():
-            if jobstore_alias not in (None, alias):
-                continue
-            if isinstance(store, MemoryJobStore):  # None: not in a store this process reaches
-                for job in self._declared(alias):
-                    if job.id == job_id:
-                        return job, None
-            else:
-                stored = store.lookup_job(job_id)
-                if stored is not None:
-                    return stored, alias
+            if jobstore_alias in (None, alias):
+                job = store.lookup_job(job_id)
+                if job is not None:
+                    return job, alias
         raise JobLookupError(job_id)
 
     def remove_job(self, job_id: str, jobstore: str | None = None) -> None:
@@ -736,7 +747,7 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
         with self._jobstores_lock:
             self._check_store_write(job_id, jobstore)
             _job, alias = self._lookup_job(job_id, jobstore)
-            assert alias is not None  # _check_store_write refused the in-memory ones
+            assert alias is not None
             self._lookup_jobstore(alias).remove_job(job_id)
         self._dispatch_event(JobEvent(EVENT_JOB_REMOVED, job_id, alias))
 
