@@ -8,8 +8,11 @@ Jobs (from config, as a deploy would declare them):
   and ``finished`` lines to ``TICKS``, so that a test can stop a worker mid-run;
 * ``failing`` (a one-off in 2099) raises.
 
-``BAD_FUNC=1`` adds a job whose function does not exist; ``HISTORY`` is the run history
-file; ``START=0`` leaves ``scheduler.start()`` out (a web app leaving jobs to a worker).
+``SLOW_NOW=1`` makes ``slow`` run as soon as the scheduler starts; ``HEARTBEAT=1`` adds
+``heartbeat``, appending ``beat`` every 0.1 s (it keeps a server waking up, a clock for
+tests); ``BAD_FUNC=1`` adds a job whose function does not exist; ``HISTORY`` is the run
+history file; ``API=1`` serves the REST API; ``START=0`` leaves ``scheduler.start()`` out
+(a web app leaving jobs to a worker).
 """
 
 import asyncio
@@ -44,6 +47,10 @@ async def slow() -> None:
     note("finished")
 
 
+async def beat() -> None:
+    note("beat")
+
+
 async def failing() -> None:
     raise RuntimeError("failing on purpose")
 
@@ -59,6 +66,17 @@ JOBS = [
     {"id": "slow", "func": f"{__name__}:slow", "trigger": "date", "run_date": "2099-01-01"},
     {"id": "failing", "func": f"{__name__}:failing", "trigger": "date", "run_date": "2099-01-01"},
 ]
+if os.environ.get("SLOW_NOW") == "1":  # a date trigger without a date: runs once, now
+    JOBS[2] = {
+        "id": "slow",
+        "func": f"{__name__}:slow",
+        "trigger": "date",
+        "misfire_grace_time": None,
+    }
+if os.environ.get("HEARTBEAT") == "1":
+    JOBS.append(
+        {"id": "heartbeat", "func": f"{__name__}:beat", "trigger": "interval", "seconds": 0.1}
+    )
 if os.environ.get("BAD_FUNC") == "1":
     JOBS.append(
         {"id": "broken", "func": f"{__name__}:no_such_function", "trigger": "interval", "hours": 1}
@@ -72,6 +90,7 @@ if os.environ.get("JOBSTORE"):
     }
 app.config["SCHEDULER_HISTORY"] = os.environ.get("HISTORY", False) or False
 app.config["SCHEDULER_TIMEZONE"] = "UTC"
+app.config["SCHEDULER_API_ENABLED"] = os.environ.get("API") == "1"
 app.config["SCHEDULER_SHUTDOWN_TIMEOUT"] = float(os.environ.get("SHUTDOWN_TIMEOUT", "10"))
 scheduler = APScheduler(app=app)
 if os.environ.get("START", "1") == "1":
