@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -134,10 +134,20 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
-def _job_state(data: dict[str, Any]) -> str:
-    if data.get("running_instances"):
+def _job_state(data: dict[str, Any], running: Collection[str] = ()) -> str:
+    if data["id"] in running or data.get("running_instances"):
         return "running"
     return "paused" if data["next_run_time"] is None else "scheduled"
+
+
+async def _running_job_ids(ext: APScheduler) -> set[str]:
+    """Jobs with a run under way in any process that records in the same history."""
+    if ext.history is None:
+        return set()
+    try:
+        return {run["job_id"] for run in await ext.get_running_runs()}
+    except HistoryUnavailableError:
+        return set()
 
 
 def _trigger(job: Job) -> str:
@@ -179,12 +189,13 @@ def list_command(ctx: click.Context, as_json: bool) -> None:
         if not data:
             click.echo("No jobs.")
             return
+        running = await _running_job_ids(ext)
         rows = [
             [
                 item["id"],
                 _trigger(job),
                 _when(item["next_run_time"]),
-                _job_state(item),
+                _job_state(item, running),
                 _last(item),
             ]
             for job, item in zip(jobs, data, strict=True)
@@ -194,13 +205,15 @@ def list_command(ctx: click.Context, as_json: bool) -> None:
     _run(ctx, body)
 
 
-def _show(job: Job, data: dict[str, Any], next_times: list[datetime]) -> None:
+def _show(
+    job: Job, data: dict[str, Any], next_times: list[datetime], running: Collection[str]
+) -> None:
     fields: list[tuple[str, str]] = [
         ("id", data["id"]),
         ("name", data["name"]),
         ("func", str(data["func"])),
         ("trigger", _trigger(job)),
-        ("state", _job_state(data)),
+        ("state", _job_state(data, running)),
         ("next run", _when(data["next_run_time"])),
     ]
     if len(next_times) > 1:
@@ -238,7 +251,8 @@ def show_command(ctx: click.Context, job_id: str, as_json: bool) -> None:
         if as_json:
             _echo_json(data)
         else:
-            _show(job, data, ext.next_run_times(job, 3) if data["next_run_time"] else [])
+            times = ext.next_run_times(job, 3) if data["next_run_time"] else []
+            _show(job, data, times, await _running_job_ids(ext))
 
     _run(ctx, body, job_id)
 

@@ -338,9 +338,13 @@ def test_check_fails_on_a_store_or_a_history_it_cannot_open(setup: Setup, tmp_pa
 
 
 def test_worker_runs_jobs_and_on_sigterm_lets_the_running_one_finish(setup: Setup) -> None:
-    with setup.worker(SLOW_NOW="1", SLOW_SECONDS="1.5", TICK="0.2") as proc:
+    with setup.worker(SLOW_NOW="1", SLOW_SECONDS="6", TICK="0.2") as proc:
         wait(lambda: len(setup.lines("tick", proc.pid)) >= 2, "the worker's ticks")
         wait(lambda: setup.lines("started", proc.pid), "slow started")
+        # Another process sees the run under way, through the shared history.
+        listed = setup.cli("list").stdout.splitlines()
+        assert next(row for row in listed if row.startswith("slow ")).split()[-4] == "running"
+        assert not setup.lines("finished"), "slow ended before the test could stop the worker"
         proc.send(signal.SIGTERM)
         assert proc.wait_exit() == 0, proc.dump()
     assert len(setup.lines("finished", proc.pid)) == 1, setup.ticks.read_text()

@@ -8,15 +8,16 @@ Jobs (from config, as a deploy would declare them):
   and ``finished`` lines to ``TICKS``, so that a test can stop a worker mid-run;
 * ``failing`` (a one-off in 2099) raises.
 
-``SLOW_NOW=1`` makes ``slow`` run as soon as the scheduler starts; ``HEARTBEAT=1`` adds
-``heartbeat``, appending ``beat`` every 0.1 s (it keeps a server waking up, a clock for
-tests); ``BAD_FUNC=1`` adds a job whose function does not exist; ``HISTORY`` is the run
-history file; ``API=1`` serves the REST API; ``START=0`` leaves ``scheduler.start()`` out
-(a web app leaving jobs to a worker).
+``SLOW_NOW=1`` makes ``slow`` run as soon as the scheduler starts (then hourly);
+``HEARTBEAT=1`` adds ``heartbeat``, appending ``beat`` every 0.1 s (it keeps a server
+waking up, a clock for tests); ``BAD_FUNC=1`` adds a job whose function does not exist;
+``HISTORY`` is the run history file; ``API=1`` serves the REST API; ``START=0`` leaves
+``scheduler.start()`` out (a web app leaving jobs to a worker).
 """
 
 import asyncio
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
@@ -66,11 +67,13 @@ JOBS = [
     {"id": "slow", "func": f"{__name__}:slow", "trigger": "date", "run_date": "2099-01-01"},
     {"id": "failing", "func": f"{__name__}:failing", "trigger": "date", "run_date": "2099-01-01"},
 ]
-if os.environ.get("SLOW_NOW") == "1":  # a date trigger without a date: runs once, now
+if os.environ.get("SLOW_NOW") == "1":  # runs as soon as the scheduler starts, then hourly
     JOBS[2] = {
         "id": "slow",
         "func": f"{__name__}:slow",
-        "trigger": "date",
+        "trigger": "interval",
+        "hours": 1,
+        "next_run_time": datetime.now(timezone.utc),
         "misfire_grace_time": None,
     }
 if os.environ.get("HEARTBEAT") == "1":
