@@ -45,10 +45,10 @@ EXTENSION_KEY = "apscheduler"
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
-# Packages whose exceptions mean "the job store cannot be reached", not "bad request".
 #: The keys of a job's ``last_run`` in the API's job JSON.
 LAST_RUN_KEYS = ("run_id", "outcome", "started_at", "finished_at", "duration", "error")
 
+# Packages whose exceptions mean "the job store cannot be reached", not "bad request".
 _STORE_ERROR_MODULES = ("sqlalchemy", "sqlite3", "redis", "pymongo", "psycopg", "kazoo", "etcd")
 
 
@@ -415,7 +415,8 @@ class APScheduler:
             if error is exc:
                 raise
             raise error from exc
-        history = self._scheduler.history
+        # While the app serves, the history is open and stays the serving's to close.
+        history = None if self._scheduler.keep_history_open else self._scheduler.history
         try:
             if history is not None:
                 history.start()

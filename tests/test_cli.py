@@ -416,3 +416,14 @@ async def test_open_stores_refuses_to_change_an_in_memory_job(app: Quart) -> Non
             scheduler.remove_job("job")
     # The declaration is kept for a later start.
     assert [job.id for job in scheduler.get_jobs()] == ["job"]
+
+
+async def test_open_stores_in_a_serving_app_leaves_its_history_open(
+    app: Quart, tmp_path: Path
+) -> None:
+    app.config["SCHEDULER_HISTORY"] = str(tmp_path / "history.sqlite")
+    scheduler = APScheduler(app=app)  # not started: a web process leaving jobs to a worker
+    async with app.test_app():
+        async with scheduler.open_stores():
+            assert (await scheduler.get_runs()).runs == []
+        assert (await scheduler.get_runs()).runs == []  # still the serving's, still open
