@@ -126,7 +126,16 @@ def _seconds(value: float | None) -> str:
     return f"{value:.3f} s" if value < 10 else f"{value:.1f} s"
 
 
+def _printable(text: str) -> str:
+    """``text`` with control characters escaped: a job's name or error message must not
+    move the cursor or recolour the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    rows = [[_printable(cell) for cell in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in rows:
         widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
@@ -235,7 +244,7 @@ def _show(
         fields.append(("last error", run["error"]))
     width = max(len(name) for name, _ in fields)
     for name, value in fields:
-        click.echo(f"{name + ':':<{width + 1}} {value}")
+        click.echo(f"{name + ':':<{width + 1}} {_printable(value)}")
 
 
 @scheduler_cli.command("show")
@@ -287,7 +296,8 @@ def run_command(ctx: click.Context, job_id: str, as_json: bool) -> None:
         elif failure is None:
             click.echo(f"Job {job_id!r} ran: success in {_seconds(elapsed)}")
         if failure is not None:
-            raise CommandError(f"job {job_id!r} failed: {type(failure).__name__}: {failure}")
+            message = _printable(f"{type(failure).__name__}: {failure}")
+            raise CommandError(f"job {job_id!r} failed: {message}")
 
     _run(ctx, body, job_id)
 

@@ -258,7 +258,7 @@ def test_run_runs_the_job_here_records_it_and_fails_when_it_raises(stored: Setup
 
     failed = stored.cli("run", "failing", "--json")
     assert failed.returncode == 1
-    assert "'failing' failed: RuntimeError: failing on purpose" in failed.stderr
+    assert "'failing' failed: RuntimeError: failing on purpose\\x1b[2J" in failed.stderr
     job = json.loads(failed.stdout)
     assert job["id"] == "failing"
     assert job["last_run"]["outcome"] == "error"
@@ -277,7 +277,7 @@ def test_history_lists_runs_newest_first_filtered(stored: Setup) -> None:
     ]
     errors = stored.json("history", "--outcome", "error")
     assert [run["job_id"] for run in errors] == ["failing"]
-    assert errors[0]["error"] == "RuntimeError: failing on purpose"
+    assert errors[0]["error"] == "RuntimeError: failing on purpose\x1b[2J"
     assert stored.json("history", "slow") == [runs[1]]
     assert len(stored.json("history", "--limit", "1")) == 1
 
@@ -289,7 +289,8 @@ def test_history_lists_runs_newest_first_filtered(stored: Setup) -> None:
         "DURATION",
         "ERROR",
     ]
-    assert "RuntimeError: failing on purpose" in table.stdout
+    assert "RuntimeError: failing on purpose\\x1b[2J" in table.stdout  # escaped, not obeyed
+    assert "\x1b" not in table.stdout
 
 
 def test_history_works_while_the_server_records_runs(setup: Setup) -> None:

@@ -6,7 +6,7 @@ Jobs (from config, as a deploy would declare them):
 * ``daily`` at 06:30 every day, never run by the tests;
 * ``slow`` (a one-off in 2099) sleeps ``SLOW_SECONDS`` (default 1.5), writing ``started``
   and ``finished`` lines to ``TICKS``, so that a test can stop a worker mid-run;
-* ``failing`` (a one-off in 2099) raises.
+* ``failing`` (a one-off in 2099) raises, with a terminal escape in its message.
 
 ``SLOW_NOW=1`` makes ``slow`` run as soon as the scheduler starts (then hourly);
 ``HEARTBEAT=1`` adds ``heartbeat``, appending ``beat`` every 0.1 s (it keeps a server
@@ -53,7 +53,7 @@ async def beat() -> None:
 
 
 async def failing() -> None:
-    raise RuntimeError("failing on purpose")
+    raise RuntimeError("failing on purpose\x1b[2J")  # with a "clear the screen" escape
 
 
 JOBS = [
