@@ -159,8 +159,9 @@ async def _running_job_ids(ext: APScheduler) -> set[str]:
         return set()
 
 
-def _trigger(job: Job) -> str:
-    return str(job.trigger)
+def _trigger(job: Job, data: dict[str, Any]) -> str:
+    """The trigger in words when the job JSON has them, else APScheduler's own text."""
+    return str(data.get("trigger_description") or job.trigger)
 
 
 def _last(data: dict[str, Any]) -> str:
@@ -202,7 +203,7 @@ def list_command(ctx: click.Context, as_json: bool) -> None:
         rows = [
             [
                 item["id"],
-                _trigger(job),
+                _trigger(job, item),
                 _when(item["next_run_time"]),
                 _job_state(item, running),
                 _last(item),
@@ -221,7 +222,7 @@ def _show(
         ("id", data["id"]),
         ("name", data["name"]),
         ("func", str(data["func"])),
-        ("trigger", _trigger(job)),
+        ("trigger", _trigger(job, data)),
         ("state", _job_state(data, running)),
         ("next run", _when(data["next_run_time"])),
     ]
