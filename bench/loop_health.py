@@ -108,19 +108,27 @@ async def _measure(
     start = [datetime.fromtimestamp(a, timezone.utc) for a in anchors]
     # After the first round of runs: every job has run once and the pool is warm.
     warmup = 0.3 if quick else PERIOD
-    window = (base + warmup, base + warmup + seconds)
+    # Set when measuring starts: an app that took long to start (a loaded machine) moves
+    # the window later instead of leaving it behind, with no sample in it.
+    window = [base + warmup, base + warmup + seconds]
     lags: list[float] = []
     stop = asyncio.Event()
 
     async def probe() -> None:
         while not stop.is_set():
+            started = time.time()
             before = time.perf_counter()
             await asyncio.sleep(0.001)
             lag = time.perf_counter() - before - 0.001
-            if window[0] <= time.time() < window[1]:
+            # A probe overlapping the window counts: a stall as long as the whole window
+            # (a loaded machine) is a sample, not an empty result.
+            if started < window[1] and time.time() >= window[0]:
                 lags.append(lag)
 
     async def measured() -> int:
+        late = time.time() - base
+        if late > 0:
+            window[:] = [window[0] + late, window[1] + late]
         task = asyncio.create_task(probe())
         await asyncio.sleep(window[0] - time.time())
         runs_before = next(jobs.LOOP_RUNS)

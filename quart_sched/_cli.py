@@ -144,6 +144,8 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 
 
 def _job_state(data: dict[str, Any], running: Collection[str] = ()) -> str:
+    if data.get("load_error"):
+        return "unloadable"
     if data["id"] in running or data.get("running_instances"):
         return "running"
     return "paused" if data["next_run_time"] is None else "scheduled"
@@ -228,6 +230,8 @@ def _show(
     ]
     if len(next_times) > 1:
         fields.append(("then", ", ".join(_when(t.isoformat()) for t in next_times[1:])))
+    if data.get("load_error"):
+        fields.append(("load error", data["load_error"]))
     fields += [
         (
             "misfire grace",
@@ -523,10 +527,17 @@ async def _check(app: Quart, ext: APScheduler, problems: list[str]) -> dict[str,
             problems.append(f"job {job.id!r} never fires: its trigger has no time left")
     kinds: dict[str, str] = {}
     async with app.app_context(), ext.open_stores():
+        reachable = True
         for alias, (kind, problem) in ext.probe_stores().items():
             kinds[alias] = kind
             if problem is not None:
+                reachable = False
                 problems.append(f"job store {alias!r} cannot be reached: {problem}")
+        if reachable:  # the stored jobs: their functions and arguments must load
+            for job in await ext.offload(ext.get_jobs):
+                error = ext.job_to_dict(job).get("load_error")
+                if error:
+                    problems.append(f"stored job {job.id!r} cannot be loaded: {error}")
         history = ext.history
         if history is not None:
             try:

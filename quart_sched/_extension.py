@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import fnmatch
 import logging
 import socket
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -25,7 +27,7 @@ from ._config import (
 )
 from ._history import RunHistory, RunPage
 from ._jobs import fix_job_def, pop_trigger
-from ._scheduler import QuartScheduler
+from ._scheduler import QuartScheduler, load_error
 from .errors import (
     FunctionNotAllowedError,
     HistoryUnavailableError,
@@ -52,6 +54,58 @@ LAST_RUN_KEYS = ("run_id", "outcome", "started_at", "finished_at", "duration", "
 _STORE_ERROR_MODULES = ("sqlalchemy", "sqlite3", "redis", "pymongo", "psycopg", "kazoo", "etcd")
 
 
+class Plan(enum.Enum):
+    """What the app's serving means for the scheduler: the extension's start/stop state."""
+
+    #: Nothing: stopped, or started by the user inside a running loop (the user's to stop).
+    NONE = "none"
+    #: ``start()`` was called outside a running loop: start when the app serves.
+    START_WHEN_SERVING = "start_when_serving"
+    #: Serving stopped a scheduler it had started: start again when the app serves again
+    #: (``test_app()`` twice, app factories).
+    RESTART_WHEN_SERVING = "restart_when_serving"
+    #: Running since the app began serving; stopped (and due again) when serving stops.
+    STARTED_BY_SERVING = "started_by_serving"
+
+
+@dataclass
+class ServingPlan:
+    """The one place that decides what ``before_serving``/``after_serving`` do.
+
+    Its transitions are its methods; ``paused`` is the state a start due later starts in.
+    """
+
+    plan: Plan = Plan.NONE
+    paused: bool = False
+
+    def request_start(self, paused: bool) -> None:
+        """``start()`` outside a running loop."""
+        self.plan, self.paused = Plan.START_WHEN_SERVING, paused
+
+    def take_start(self) -> bool | None:
+        """At ``before_serving``: the ``paused`` to start with, or None to stay stopped."""
+        if self.plan not in (Plan.START_WHEN_SERVING, Plan.RESTART_WHEN_SERVING):
+            return None
+        self.plan = Plan.STARTED_BY_SERVING
+        return self.paused
+
+    def serving_stopped(self, running: bool, *, paused: bool) -> None:
+        """At ``after_serving``: a scheduler serving started is due again next time; a
+        start() made inside a running loop (a before_serving hook of the user's) is the
+        user's to repeat."""
+        if self.plan is Plan.STARTED_BY_SERVING and running:
+            self.plan, self.paused = Plan.RESTART_WHEN_SERVING, paused
+        else:
+            self.plan = Plan.NONE
+
+    def cancel(self) -> bool:
+        """Forget any start due later (``shutdown()``, a start now, another app); True if
+        one was due."""
+        due = self.plan in (Plan.START_WHEN_SERVING, Plan.RESTART_WHEN_SERVING)
+        self.plan = Plan.NONE
+        return due
+
+
 class APScheduler:
     """Runs APScheduler jobs in a Quart app, on the loop that serves it.
 
@@ -75,11 +129,7 @@ class APScheduler:
         )
         self._host_name = socket.gethostname().lower()
         self._authentication_callback: Callable[..., Any] | None = None
-        # The `paused` of a start() due when the app serves: asked for by start() outside a
-        # loop, or remembered when serving stopped a running scheduler.
-        self._start_requested: bool | None = None
-        self._restart_on_serve: bool | None = None
-        self._started_by_serving = False
+        self._serving = ServingPlan()
         self._config: SchedulerConfig | None = None
         self._api_functions: set[str] = set()
         self.allowed_hosts: list[str] = ["*"]
@@ -172,7 +222,7 @@ class APScheduler:
 
         if self.app is not None and self.app is not app:
             # A start due when the previous app served belonged to that app.
-            self._start_requested = self._restart_on_serve = None
+            self._serving.cancel()
         self.app = app
         app.extensions[EXTENSION_KEY] = self
         app.apscheduler = self  # type: ignore[attr-defined]  # Flask-APScheduler's name
@@ -218,13 +268,9 @@ class APScheduler:
                 history.start()
             if self.running:
                 return
-            paused = self._start_requested
-            if paused is None:
-                paused = self._restart_on_serve
-            self._start_requested = self._restart_on_serve = None
+            paused = self._serving.take_start()
             if paused is not None:
                 self._scheduler.start(paused=paused)
-                self._started_by_serving = True
 
         return start_scheduler
 
@@ -232,12 +278,7 @@ class APScheduler:
         async def stop_scheduler() -> None:
             if self.app is not app:
                 return
-            if self.running and self._started_by_serving:
-                # start() asked for "when the app serves": that holds for the next serve
-                # too (test_app again, app factories). A start() made inside a running loop
-                # (a before_serving hook of the user's) is the user's to repeat.
-                self._restart_on_serve = self.state == STATE_PAUSED
-            self._started_by_serving = False
+            self._serving.serving_stopped(self.running, paused=self.state == STATE_PAUSED)
             await self._scheduler.aclose()
             self._scheduler.keep_history_open = False
             if self._scheduler.history is not None:
@@ -259,16 +300,15 @@ class APScheduler:
                 ", ".join(self.allowed_hosts),
             )
             return
-        if self.running or self._start_requested is not None:
+        if self.running or self._serving.plan is Plan.START_WHEN_SERVING:
             raise SchedulerAlreadyRunningError
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            self._start_requested = paused
+            self._serving.request_start(paused)
             logger.debug("No running event loop: the scheduler starts when the app serves")
             return
-        self._restart_on_serve = None
-        self._started_by_serving = False
+        self._serving.cancel()
         self._scheduler.start(paused=paused)
 
     def _host_allowed(self) -> bool:
@@ -283,8 +323,7 @@ class APScheduler:
 
         :raises SchedulerNotRunningError: if the scheduler is neither running nor due to start
         """
-        pending = self._start_requested is not None or self._restart_on_serve is not None
-        self._start_requested = self._restart_on_serve = None
+        pending = self._serving.cancel()
         if pending and not self.running:
             return
         self._scheduler.shutdown(wait)
@@ -380,6 +419,40 @@ class APScheduler:
         if job is None:
             raise JobLookupError(id)
         return self.submit_run(job)
+
+    # awaitable twins: the same calls, waiting on a persistent store in a worker thread --
+
+    async def aadd_job(self, id: str, func: Any, **kwargs: Any) -> Job:
+        """:meth:`add_job` for async code: never blocks the loop on the job store."""
+        return await self.offload(self.add_job, id, func, **kwargs)
+
+    async def aget_job(self, id: str, jobstore: str | None = None) -> Job | None:
+        """:meth:`get_job` for async code."""
+        return await self.offload(self.get_job, id, jobstore)
+
+    async def aget_jobs(self, jobstore: str | None = None) -> list[Job]:
+        """:meth:`get_jobs` for async code."""
+        return await self.offload(self.get_jobs, jobstore)
+
+    async def amodify_job(self, id: str, jobstore: str | None = None, **changes: Any) -> Job:
+        """:meth:`modify_job` for async code."""
+        return await self.offload(self.modify_job, id, jobstore, **changes)
+
+    async def apause_job(self, id: str, jobstore: str | None = None) -> Job:
+        """:meth:`pause_job` for async code."""
+        return await self.offload(self.pause_job, id, jobstore)
+
+    async def aresume_job(self, id: str, jobstore: str | None = None) -> Job | None:
+        """:meth:`resume_job` for async code."""
+        return await self.offload(self.resume_job, id, jobstore)
+
+    async def aremove_job(self, id: str, jobstore: str | None = None) -> None:
+        """:meth:`remove_job` for async code."""
+        await self.offload(self.remove_job, id, jobstore)
+
+    async def aremove_all_jobs(self, jobstore: str | None = None) -> None:
+        """:meth:`remove_all_jobs` for async code."""
+        await self.offload(self.remove_all_jobs, jobstore)
 
     def submit_run(self, job: Job) -> asyncio.Future[Any]:
         """:meth:`run_job` for a job already looked up: no job-store I/O."""
@@ -541,6 +614,7 @@ class APScheduler:
             job, self._scheduler.job_defaults, datetime.now(self._scheduler.timezone)
         )
         data["running_instances"] = self._scheduler.running_instances(job.id)
+        data["load_error"] = load_error(job)
         return data
 
     def next_run_times(self, job: Job, n: int, after: datetime | None = None) -> list[datetime]:

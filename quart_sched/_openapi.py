@@ -131,6 +131,11 @@ _SCHEMAS: dict[str, Any] = {
             "max_instances": {"type": ["integer", "null"]},
             "next_run_time": _NULLABLE_DATETIME,
             "running_instances": {"type": "integer", "minimum": 0},
+            "load_error": {
+                "type": ["string", "null"],
+                "description": "Why the stored job cannot be loaded now (null when it can): "
+                "it is kept, and runs again once its code loads.",
+            },
             "last_run": {
                 "anyOf": [
                     {

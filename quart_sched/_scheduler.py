@@ -17,6 +17,7 @@ import asyncio
 import concurrent.futures
 import contextvars
 import inspect
+import io
 import logging
 import pickle
 import traceback
@@ -43,6 +44,7 @@ from apscheduler.events import (
 from apscheduler.executors.asyncio import AsyncIOExecutor
 from apscheduler.executors.base import BaseExecutor, MaxInstancesReachedError
 from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.job import Job
 from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -64,8 +66,10 @@ except ImportError:  # pragma: no cover - a Quart that moved it
 from . import signals
 from ._config import DEFAULT_SHUTDOWN_TIMEOUT
 from ._history import run_record
+from ._stores import bind_to_thread, is_persistent, unwrap
 from .errors import (
     ConfigurationError,
+    JobNotLoadableError,
     JobNotStorableError,
     JobStoreUnavailableError,
     SchedulerAlreadyRunningError,
@@ -73,7 +77,6 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from apscheduler.job import Job
     from blinker import NamedSignal
     from quart import Quart
 
@@ -348,7 +351,9 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
         self._starting = False
         self._closing: asyncio.Task[None] | None = None
         self._failing_stores: dict[str, str] = {}
-        self._unsaved: dict[str, dict[str, Job | None]] = {}
+        self._unloadable_reported: set[tuple[str, str]] = set()
+        self._pass: asyncio.Task[None] | None = None
+        self._pass_again = False
         self._retime: dict[int, tuple[str, dict[str, Any]]] = {}
         self._pending_index: dict[tuple[str, str], Job] = {}
         self._undrained: list[_Batch] = []
@@ -414,6 +419,18 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
 
     def _create_default_executor(self) -> QuartExecutor:
         return QuartExecutor()
+
+    def add_jobstore(self, jobstore: Any, alias: str = "default", **jobstore_opts: Any) -> None:
+        """APScheduler's ``add_jobstore``; a persistent store gets a thread of its own
+        (see ``_stores``) and keeps jobs whose code cannot be loaded."""
+        if isinstance(jobstore, str):
+            jobstore = self._create_plugin_instance("jobstore", jobstore, jobstore_opts)
+        keep_unloadable(unwrap(jobstore))
+        super().add_jobstore(bind_to_thread(jobstore, alias), alias)
+
+    def jobstore(self, alias: str = "default") -> Any:
+        """The job store added as ``alias``, as the user made it."""
+        return unwrap(self._lookup_jobstore(alias))
 
     # jobs -----------------------------------------------------------------------------
 
@@ -537,7 +554,7 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
                 if alias is None:  # still pending: it goes to the store it was added for
                     alias = next((a for j, a, _ in self._pending_jobs if j is job), "default")
                 store = self._jobstores.get(alias)
-                if store is not None and not isinstance(store, MemoryJobStore):
+                if store is not None and is_persistent(store):
                     candidate = _copy_job(job)
                     candidate._modify(**dict(changes))
                     self.check_storable(candidate, alias)
@@ -547,9 +564,9 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
     def check_storable(self, job: Job, jobstore_alias: str) -> None:
         """Raise :class:`JobNotStorableError` naming what a persistent store cannot hold."""
         store = self._jobstores.get(jobstore_alias)
-        if store is None or isinstance(store, MemoryJobStore):
+        if store is None or not is_persistent(store):
             return
-        where = f"job store {jobstore_alias!r} ({type(store).__name__})"
+        where = f"job store {jobstore_alias!r} ({type(unwrap(store)).__name__})"
         if not job.func_ref:
             raise JobNotStorableError(
                 job.id,
@@ -577,6 +594,8 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
         """Run a job once now through its executor; the future yields its return value."""
         if self.state == STATE_STOPPED and not self._stores_open:
             raise SchedulerNotRunningError
+        if isinstance(job, UnloadableJob):
+            raise JobNotLoadableError(job.id, job.load_error)
         executor = self._lookup_executor(job.executor)
         loop = asyncio.get_running_loop()
         if not isinstance(executor, QuartExecutor):
@@ -600,7 +619,7 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
     @property
     def memory_only(self) -> bool:
         """True when every job store is in memory: calls into them never block."""
-        return all(isinstance(store, MemoryJobStore) for store in self._jobstores.values())
+        return not any(is_persistent(store) for store in self._jobstores.values())
 
     def running_instances(self, job_id: str) -> int:
         """How many runs of ``job_id`` are under way now, across executors."""
@@ -701,7 +720,7 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
             except Exception as exc:
                 cause = getattr(exc, "orig", None) or exc
                 problem = f"{type(cause).__name__}: {cause}"
-            probed[alias] = (type(store).__name__, problem)
+            probed[alias] = (type(unwrap(store)).__name__, problem)
         return probed
 
     def _stores_only(self) -> bool:
@@ -937,16 +956,171 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
             await self.report(signals.run_finished, job_id, run_time, run=run_record(row))
 
     # the wake-up loop -----------------------------------------------------------------
+    #
+    # One pass per wake-up, as a task on the loop. For each store: take the due jobs and
+    # record their next run times (in a worker thread for a persistent store, so the loop
+    # never waits on it), then submit the runs on the loop. A fire is recorded in the
+    # store *before* it runs: when the store cannot take the write, the fire waits for it
+    # (and catches up by the job's coalesce and misfire settings), instead of running from
+    # a state that a later write could undo or that would run it again.
 
-    def _process_jobs(self) -> float | None:
-        """Run due jobs; never lets an exception leave the scheduler without a wake-up."""
+    def wakeup(self) -> None:
+        """Process due jobs soon: from any thread, coalescing requests made meanwhile."""
+        loop = self._eventloop
+        if loop is None or loop.is_closed():
+            return
+        if _on_loop(loop):
+            self._request_pass()
+        else:
+            loop.call_soon_threadsafe(self._request_pass)
+
+    def _request_pass(self) -> None:
+        if self.state == STATE_STOPPED or self._eventloop is None:
+            return
+        self._stop_timer()
+        if self._pass is not None:
+            self._pass_again = True  # something changed during the pass: look again after
+            return
+        self._pass = self._eventloop.create_task(self._run_passes())
+
+    async def _run_passes(self) -> None:
+        wait: float | None = None
         try:
-            wait_seconds: float | None = self._process_due_jobs()
-        except Exception:
-            retry = self.jobstore_retry_interval
-            logger.exception("Processing due jobs failed; trying again in %.3g s", retry)
-            return float(retry)
-        return wait_seconds
+            while True:
+                self._pass_again = False
+                try:
+                    wait = await self._process_due()
+                except Exception:
+                    wait = float(self.jobstore_retry_interval)
+                    logger.exception("Processing due jobs failed; trying again in %.3g s", wait)
+                if not self._pass_again or self.state == STATE_STOPPED:
+                    break
+        finally:
+            self._pass = None
+        if self.state == STATE_RUNNING:
+            self._start_timer(wait)
+
+    async def _process_due(self) -> float | None:
+        if self.state != STATE_RUNNING:
+            return None
+        next_wakeup: datetime | None = None
+        events: list[Any] = []
+        for alias, store in list(self._jobstores.items()):
+            if is_persistent(store):
+                taken = await asyncio.to_thread(self._take_due, alias, store)
+            else:
+                taken = self._take_due(alias, store)
+            for removed in taken.removed:
+                events.append(JobEvent(EVENT_JOB_REMOVED, removed, alias))
+            events += self._submit_fires(alias, taken.fires)
+            for when in (taken.next_run, taken.retry_at):
+                if when is not None and (next_wakeup is None or when < next_wakeup):
+                    next_wakeup = when
+        for event in events:
+            self._dispatch_event(event)
+        if self.state != STATE_RUNNING or next_wakeup is None:
+            return None
+        wait = next_wakeup.timestamp() - datetime.now(self.timezone).timestamp()
+        return float(min(max(wait, 0.0), TIMEOUT_MAX))
+
+    def _take_due(self, alias: str, store: Any) -> _Taken:
+        """Take the due jobs of one store and record their next run times in it.
+
+        Runs in a worker thread for a persistent store; ``now`` is read after the store
+        answered, so time spent waiting on it never makes runs look due twice.
+        """
+        taken = _Taken()
+        with self._jobstores_lock:
+            try:
+                now = datetime.now(self.timezone)
+                due_jobs = store.get_due_jobs(now)
+                now = datetime.now(self.timezone)
+                for job in due_jobs:
+                    if isinstance(job, UnloadableJob):
+                        self._report_unloadable(job)
+                        taken.blocked = True
+                        continue
+                    self._take_one(alias, store, job, now, taken)
+                taken.next_run = self._store_next_run(store, now, taken.blocked)
+            except Exception as exc:
+                taken.retry_at = self._store_failed(alias, exc, datetime.now(self.timezone))
+                return taken
+        self._store_ok(alias)
+        return taken
+
+    def _take_one(self, alias: str, store: Any, job: Job, now: datetime, taken: _Taken) -> None:
+        if job.executor not in self._executors:
+            logger.error(
+                "Job %r names executor %r, which does not exist; removing the job",
+                job.id,
+                job.executor,
+            )
+            store.remove_job(job.id)
+            taken.removed.append(job.id)
+            return
+        run_times = due_run_times(job, now)
+        if not run_times:
+            return
+        next_run = job.trigger.get_next_fire_time(run_times[-1], now)
+        # Recorded before the runs start; if this raises, they do not start.
+        try:
+            if next_run is None:
+                store.remove_job(job.id)
+                taken.removed.append(job.id)
+            else:
+                job._modify(next_run_time=next_run)
+                store.update_job(job)
+        except JobLookupError:
+            return  # removed meanwhile: its fire goes with it
+        taken.fires.append((job, run_times))
+
+    def _store_next_run(self, store: Any, now: datetime, blocked: bool) -> datetime | None:
+        """When the store next has work; past unloadable jobs are retried later, not now."""
+        next_run: datetime | None = store.get_next_run_time()
+        if next_run is not None and blocked and next_run <= now:
+            loadable = [
+                job.next_run_time
+                for job in store.get_all_jobs()
+                if job.next_run_time is not None and not isinstance(job, UnloadableJob)
+            ]
+            retry = now + timedelta(seconds=self.jobstore_retry_interval)
+            next_run = min([*loadable, retry])
+        return None if next_run is None else next_run.astimezone(self.timezone)
+
+    def _report_unloadable(self, job: UnloadableJob) -> None:
+        key = (job.id, job.load_error)
+        level = logging.DEBUG if key in self._unloadable_reported else logging.WARNING
+        self._unloadable_reported.add(key)
+        logger.log(
+            level,
+            "Job %r cannot be loaded (%s); it is kept in its store and runs again once its "
+            "code loads",
+            job.id,
+            job.load_error,
+        )
+
+    def _submit_fires(self, alias: str, fires: list[tuple[Job, list[datetime]]]) -> list[Any]:
+        events: list[Any] = []
+        for job, run_times in fires:
+            try:
+                executor = self._lookup_executor(job.executor)
+                executor.submit_job(job, run_times)
+            except MaxInstancesReachedError:
+                logger.warning(
+                    "Run of job %r skipped: %d instance(s) already running (max_instances)",
+                    job.id,
+                    job.max_instances,
+                )
+                events.append(
+                    JobSubmissionEvent(EVENT_JOB_MAX_INSTANCES, job.id, alias, run_times)
+                )
+                for run_time in run_times:
+                    self._report_soon(signals.job_skipped, job.id, run_time)
+            except Exception:
+                logger.exception("Submitting job %r to executor %r failed", job.id, job.executor)
+            else:
+                events.append(JobSubmissionEvent(EVENT_JOB_SUBMITTED, job.id, alias, run_times))
+        return events
 
     def _store_failed(self, alias: str, exc: Exception, now: datetime) -> datetime:
         retry = self.jobstore_retry_interval
@@ -963,117 +1137,117 @@ class QuartScheduler(AsyncIOScheduler):  # type: ignore[misc]
         if self._failing_stores.pop(alias, None) is not None:
             logger.warning("Job store %r is reachable again; resuming", alias)
 
-    def _flush_unsaved(self, alias: str, store: Any) -> None:
-        """Write the updates a failing store missed, before reading due jobs from it again:
-        otherwise it would hand back a fire that already ran."""
-        unsaved = self._unsaved.get(alias)
-        while unsaved:
-            job_id, job = next(iter(unsaved.items()))
-            try:
-                if job is None:
-                    store.remove_job(job_id)
-                else:
-                    store.update_job(job)
-            except JobLookupError:
-                pass  # removed by someone else meanwhile: nothing left to save
-            del unsaved[job_id]
 
-    def _save(self, alias: str, store: Any, job: Job, next_run: datetime | None) -> None:
+@dataclass
+class _Taken:
+    """What one pass took from one store: runs to start and when to look again."""
+
+    fires: list[tuple[Job, list[datetime]]] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    next_run: datetime | None = None
+    retry_at: datetime | None = None
+    blocked: bool = False  # unloadable jobs are due: the store's next run time hides others
+
+
+def due_run_times(job: Job, now: datetime) -> list[datetime]:
+    """The run times of ``job`` due at ``now``: the last one only when it coalesces."""
+    run_times: list[datetime] = job._get_run_times(now)
+    if run_times and job.coalesce:
+        return run_times[-1:]
+    return run_times
+
+
+# --------------------------------------------------------------------- unloadable jobs
+
+
+class UnloadableJob(Job):  # type: ignore[misc]
+    """A stored job whose function or arguments cannot be loaded now.
+
+    APScheduler deletes such jobs from their store; quart_sched keeps them there, never
+    runs or rewrites them, and loads them again on every pass until their code is back.
+    ``load_error`` says why it failed.
+    """
+
+    __slots__ = ("load_error",)
+    load_error: str
+
+
+def load_error(job: Job) -> str | None:
+    """Why ``job`` could not be loaded from its store, or None for a job that loaded."""
+    return job.load_error if isinstance(job, UnloadableJob) else None
+
+
+class _Missing:
+    """Stands in for a class that a stored job's state names and that cannot be imported."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"<missing {type(self).__qualname__}>"
+
+
+class _LenientUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
         try:
-            if next_run is not None:
-                job._modify(next_run_time=next_run)
-                store.update_job(job)
-            else:
-                self.remove_job(job.id, alias)
-        except JobLookupError:
-            pass
+            return super().find_class(module, name)
         except Exception:
-            self._unsaved.setdefault(alias, {})[job.id] = job if next_run is not None else None
-            raise
+            return type(f"{module}.{name}", (_Missing,), {})
 
-    def _process_due_jobs(self) -> float | None:
-        # APScheduler's BaseScheduler._process_jobs, made to survive job-store errors.
-        if self.state == STATE_PAUSED:
-            return None
-        now = datetime.now(self.timezone)
-        next_wakeup: datetime | None = None
-        events: list[Any] = []
 
-        def wake_by(when: datetime) -> None:
-            nonlocal next_wakeup
-            if next_wakeup is None or when < next_wakeup:
-                next_wakeup = when
+def _unloadable(store: Any, job_state: bytes, error: BaseException) -> UnloadableJob:
+    state = _LenientUnpickler(io.BytesIO(job_state)).load()
+    job: UnloadableJob = UnloadableJob.__new__(UnloadableJob)
+    job.id = state["id"]
+    job.func_ref = state["func"]
+    job.func = None
+    job.trigger = state["trigger"]
+    job.executor = state["executor"]
+    job.args = state["args"]
+    job.kwargs = state["kwargs"]
+    job.name = state["name"]
+    job.misfire_grace_time = state["misfire_grace_time"]
+    job.coalesce = state["coalesce"]
+    job.max_instances = state["max_instances"]
+    job.next_run_time = state["next_run_time"]
+    job._scheduler = store._scheduler
+    job._jobstore_alias = store._alias
+    job.load_error = f"{type(error).__name__}: {error}"
+    return job
 
-        with self._jobstores_lock:
-            for alias, store in self._jobstores.items():
-                try:
-                    self._flush_unsaved(alias, store)
-                    due_jobs = store.get_due_jobs(now)
-                except Exception as exc:
-                    wake_by(self._store_failed(alias, exc, now))
-                    continue
-                store_failed = False
-                for job in due_jobs:
-                    try:
-                        executor = self._lookup_executor(job.executor)
-                    except KeyError:
-                        logger.error(
-                            "Job %r names executor %r, which does not exist; removing the job",
-                            job.id,
-                            job.executor,
-                        )
-                        self.remove_job(job.id, alias)
-                        continue
-                    run_times = job._get_run_times(now)
-                    if run_times and job.coalesce:
-                        run_times = run_times[-1:]
-                    if not run_times:
-                        continue
-                    try:
-                        executor.submit_job(job, run_times)
-                    except MaxInstancesReachedError:
-                        logger.warning(
-                            "Run of job %r skipped: %d instance(s) already running "
-                            "(max_instances)",
-                            job.id,
-                            job.max_instances,
-                        )
-                        events.append(
-                            JobSubmissionEvent(EVENT_JOB_MAX_INSTANCES, job.id, alias, run_times)
-                        )
-                        for run_time in run_times:
-                            self._report_soon(signals.job_skipped, job.id, run_time)
-                    except Exception:
-                        logger.exception(
-                            "Submitting job %r to executor %r failed", job.id, job.executor
-                        )
-                    else:
-                        events.append(
-                            JobSubmissionEvent(EVENT_JOB_SUBMITTED, job.id, alias, run_times)
-                        )
-                    next_run = job.trigger.get_next_fire_time(run_times[-1], now)
-                    try:
-                        self._save(alias, store, job, next_run)
-                    except Exception as exc:
-                        wake_by(self._store_failed(alias, exc, now))
-                        store_failed = True
-                try:
-                    store_next = store.get_next_run_time()
-                except Exception as exc:
-                    wake_by(self._store_failed(alias, exc, now))
-                    continue
-                if not store_failed:
-                    self._store_ok(alias)
-                if store_next is not None:
-                    wake_by(store_next.astimezone(self.timezone))
 
-        for event in events:
-            self._dispatch_event(event)
+def keep_unloadable(store: Any) -> None:
+    """Make a pickling job store hand back :class:`UnloadableJob` instead of deleting a job
+    whose state fails to load (APScheduler's stores delete what ``_reconstitute_job``
+    cannot rebuild)."""
+    reconstitute = getattr(store, "_reconstitute_job", None)
+    if reconstitute is None or getattr(reconstitute, "keeps_unloadable", False):
+        return
 
-        if self.state == STATE_PAUSED or next_wakeup is None:
-            return None
-        wait = next_wakeup.timestamp() - datetime.now(self.timezone).timestamp()
-        return float(min(max(wait, 0.0), TIMEOUT_MAX))
+    def reconstitute_or_keep(job_state: Any) -> Any:
+        try:
+            return reconstitute(job_state)
+        except (Exception, SystemExit) as exc:  # a module may sys.exit() on import
+            if not isinstance(job_state, bytes):
+                raise
+            try:
+                return _unloadable(store, job_state, exc)
+            except Exception:
+                raise exc from None  # not even readable: APScheduler's handling
+
+    reconstitute_or_keep.keeps_unloadable = True  # type: ignore[attr-defined]
+    store._reconstitute_job = reconstitute_or_keep
+    update_job = store.update_job
+
+    def update_loadable_job(job: Job) -> None:
+        if isinstance(job, UnloadableJob):  # its state would be written back half-read
+            raise JobNotLoadableError(job.id, job.load_error)
+        update_job(job)
+
+    store.update_job = update_loadable_job
 
 
 id_of = id  # add_job's `id` parameter shadows the builtin

@@ -27,6 +27,7 @@ from .errors import (
     FunctionNotAllowedError,
     HistoryUnavailableError,
     JobLookupError,
+    JobNotLoadableError,
     JobStoreUnavailableError,
     MaxInstancesReachedError,
     SchedulerAlreadyRunningError,
@@ -177,6 +178,8 @@ def _guarded(ext: APScheduler, view: View) -> View:
             return error(404, f"Job {kwargs.get('job_id')!r} not found")
         except ConflictingIdError:
             return error(409, "a job with this id already exists")
+        except JobNotLoadableError as exc:
+            return error(409, str(exc))
         except (JobStoreUnavailableError, HistoryUnavailableError) as exc:
             return error(503, str(exc))
 

@@ -12,6 +12,7 @@ __all__ = [
     "FunctionNotAllowedError",
     "HistoryUnavailableError",
     "JobLookupError",
+    "JobNotLoadableError",
     "JobNotStorableError",
     "JobStoreUnavailableError",
     "MaxInstancesReachedError",
@@ -68,3 +69,19 @@ class HistoryUnavailableError(QuartSchedError):
 
 class JobStoreUnavailableError(QuartSchedError):
     """A job store could not be reached (a locked file, a database that is down)."""
+
+
+class JobNotLoadableError(QuartSchedError):
+    """A stored job's function or arguments cannot be loaded (its code is gone or broken).
+
+    The job is kept in its store; it can be removed, and it runs again once its code
+    loads. Until then it cannot be run, paused, resumed or modified.
+    """
+
+    def __init__(self, job_id: str, load_error: str) -> None:
+        super().__init__(
+            f"Job {job_id!r} cannot be loaded ({load_error}): deploy the code it needs, "
+            "or remove the job"
+        )
+        self.job_id = job_id
+        self.load_error = load_error

@@ -97,9 +97,10 @@ def setup(tmp_path: Path) -> Setup:
 
 @pytest.fixture(scope="module")
 def stored_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A job store holding the app's jobs, written by a worker that ran briefly."""
+    """A job store holding the app's jobs, written by a worker that ran briefly; and
+    ``extra``, whose function exists only in that worker (``EXTRA=1``)."""
     setup = Setup(tmp_path_factory.mktemp("template"))
-    with setup.worker(TICK="3600") as proc:
+    with setup.worker(TICK="3600", EXTRA="1") as proc:
         proc.wait_for(lambda: any("worker running" in line for line in proc.stderr))
         proc.send(signal.SIGTERM)
         assert proc.wait_exit() == 0, proc.dump()
@@ -322,6 +323,16 @@ def test_check_fails_on_a_function_that_cannot_be_imported(setup: Setup) -> None
     report = setup.cli("check", "--json", BAD_FUNC="1")
     assert report.returncode == 1
     assert json.loads(report.stdout)["ok"] is False
+
+
+def test_check_fails_on_a_stored_job_that_cannot_be_loaded(stored: Setup) -> None:
+    done = stored.cli("check")
+    assert done.returncode == 1, done
+    assert "stored job 'extra' cannot be loaded" in done.stderr
+    listed = stored.cli("list").stdout.splitlines()
+    assert next(row for row in listed if row.startswith("extra ")).split()[-2] == "unloadable"
+    assert stored.cli("check").returncode == 1  # checking removed nothing: still there
+    assert stored.cli("check", EXTRA="1").returncode == 0  # its code is back
 
 
 def test_check_fails_on_a_store_or_a_history_it_cannot_open(setup: Setup, tmp_path: Path) -> None:

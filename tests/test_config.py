@@ -124,7 +124,7 @@ def test_jobstores_config(app: Quart) -> None:
     store = MemoryJobStore()
     app.config["SCHEDULER_JOBSTORES"] = {"default": store, "other": {"type": "memory"}}
     ext = APScheduler(app=app)
-    assert ext.scheduler._jobstores["default"] is store
+    assert ext.scheduler.jobstore("default") is store
     assert set(ext.scheduler._jobstores) == {"default", "other"}
 
 

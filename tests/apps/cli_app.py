@@ -11,8 +11,9 @@ Jobs (from config, as a deploy would declare them):
 ``SLOW_NOW=1`` makes ``slow`` run as soon as the scheduler starts (then hourly);
 ``HEARTBEAT=1`` adds ``heartbeat``, appending ``beat`` every 0.1 s (it keeps a server
 waking up, a clock for tests); ``BAD_FUNC=1`` adds a job whose function does not exist;
-``HISTORY`` is the run history file; ``API=1`` serves the REST API; ``START=0`` leaves
-``scheduler.start()`` out (a web app leaving jobs to a worker).
+``EXTRA=1`` adds ``extra``, whose function exists only then; ``HISTORY`` is the run
+history file; ``API=1`` serves the REST API; ``START=0`` leaves ``scheduler.start()``
+out (a web app leaving jobs to a worker).
 """
 
 import asyncio
@@ -80,6 +81,12 @@ if os.environ.get("HEARTBEAT") == "1":
     JOBS.append(
         {"id": "heartbeat", "func": f"{__name__}:beat", "trigger": "interval", "seconds": 0.1}
     )
+if os.environ.get("EXTRA") == "1":  # a job whose function exists only with EXTRA=1
+
+    def extra() -> None:
+        note("extra")
+
+    JOBS.append({"id": "extra", "func": f"{__name__}:extra", "trigger": "interval", "hours": 1})
 if os.environ.get("BAD_FUNC") == "1":
     JOBS.append(
         {"id": "broken", "func": f"{__name__}:no_such_function", "trigger": "interval", "hours": 1}

@@ -1,0 +1,151 @@
+"""Store access: every call into a persistent job store runs on that store's own thread.
+
+APScheduler 3's job stores are synchronous. Called on the serving loop, a locked SQLite
+file or a database that stopped answering freezes the whole app; called from whichever
+thread happens to ask, a store whose connections belong to one thread (``sqlite://``,
+in memory) shows each thread a different, empty database.
+
+So each persistent store is wrapped in a :class:`ThreadBoundStore`: a proxy that sends
+every store method to one :class:`StoreWorker`, a single thread that runs the calls in
+the order they were made. The scheduler's wake-up work and the REST API call the proxy
+from worker threads (never from the loop), so the loop never waits on a store; a sync
+method of the extension called on the loop waits for the store's thread, as
+Flask-APScheduler's would wait for the store itself.
+
+Memory stores are not wrapped: they never block.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from apscheduler.jobstores.base import BaseJobStore
+from apscheduler.jobstores.memory import MemoryJobStore
+
+T = TypeVar("T")
+
+#: The job store methods of APScheduler 3's BaseJobStore that do I/O.
+STORE_METHODS = (
+    "start",
+    "shutdown",
+    "lookup_job",
+    "get_due_jobs",
+    "get_next_run_time",
+    "get_all_jobs",
+    "add_job",
+    "update_job",
+    "remove_job",
+    "remove_all_jobs",
+)
+
+
+class StoreWorker:
+    """One thread running calls in order. Calls made on that thread run at once."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(
+                    1, thread_name_prefix=self._name, initializer=self._remember_thread
+                )
+            return self._pool
+
+    def _remember_thread(self) -> None:
+        self._thread = threading.current_thread()
+
+    def call(self, func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run ``func`` on the worker's thread and wait for its result."""
+        if threading.current_thread() is self._thread:
+            return func(*args, **kwargs)
+        return self._executor().submit(func, *args, **kwargs).result()
+
+    def close(self) -> None:
+        """Let queued calls finish, then end the thread (a later call starts a new one)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=threading.current_thread() is not self._thread)
+        self._thread = None
+
+
+class ThreadBoundStore(BaseJobStore):  # type: ignore[misc]
+    """A persistent job store whose every call runs on one :class:`StoreWorker`.
+
+    Attributes other than the store methods (``pickle_protocol``, ``engine``, …) are the
+    wrapped store's. ``wrapped`` is the user's store itself.
+    """
+
+    def __init__(self, wrapped: Any, worker: StoreWorker) -> None:
+        # BaseJobStore.__init__ only sets a logger; the wrapped store has its own.
+        self.wrapped = wrapped
+        self.worker = worker
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for what this class does not define: the wrapped store's attributes.
+        if name in ("wrapped", "worker"):
+            raise AttributeError(name)
+        return getattr(self.wrapped, name)
+
+    def __repr__(self) -> str:
+        return repr(self.wrapped)
+
+    def start(self, scheduler: Any, alias: str) -> None:
+        self.worker.call(self.wrapped.start, scheduler, alias)
+
+    def shutdown(self) -> None:
+        try:
+            self.worker.call(self.wrapped.shutdown)
+        finally:
+            self.worker.close()
+
+    def lookup_job(self, job_id: str) -> Any:
+        return self.worker.call(self.wrapped.lookup_job, job_id)
+
+    def get_due_jobs(self, now: Any) -> Any:
+        return self.worker.call(self.wrapped.get_due_jobs, now)
+
+    def get_next_run_time(self) -> Any:
+        return self.worker.call(self.wrapped.get_next_run_time)
+
+    def get_all_jobs(self) -> Any:
+        return self.worker.call(self.wrapped.get_all_jobs)
+
+    def add_job(self, job: Any) -> None:
+        self.worker.call(self.wrapped.add_job, job)
+
+    def update_job(self, job: Any) -> None:
+        self.worker.call(self.wrapped.update_job, job)
+
+    def remove_job(self, job_id: str) -> None:
+        self.worker.call(self.wrapped.remove_job, job_id)
+
+    def remove_all_jobs(self) -> None:
+        self.worker.call(self.wrapped.remove_all_jobs)
+
+
+def bind_to_thread(store: Any, alias: str) -> Any:
+    """``store`` wrapped for :class:`ThreadBoundStore` access; memory stores as they are."""
+    if isinstance(store, (MemoryJobStore, ThreadBoundStore)) or not isinstance(
+        store, BaseJobStore
+    ):
+        return store
+    return ThreadBoundStore(store, StoreWorker(f"quart_sched-store-{alias}"))
+
+
+def unwrap(store: Any) -> Any:
+    """The user's store behind a :class:`ThreadBoundStore` (or ``store`` itself)."""
+    return store.wrapped if isinstance(store, ThreadBoundStore) else store
+
+
+def is_persistent(store: Any) -> bool:
+    """True for stores whose calls may block (anything but a memory store)."""
+    return not isinstance(unwrap(store), MemoryJobStore)
