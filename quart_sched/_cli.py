@@ -28,7 +28,6 @@ from .errors import (
     JobStoreUnavailableError,
     MaxInstancesReachedError,
     QuartSchedError,
-    SchedulerAlreadyRunningError,
 )
 
 if TYPE_CHECKING:
@@ -103,7 +102,7 @@ def _run(
 
 
 async def _get_job(ext: APScheduler, job_id: str) -> Job:
-    job = await ext.offload(ext.get_job, job_id)
+    job = await ext.aget_job(job_id)
     if job is None:
         raise JobLookupError(job_id)
     return job
@@ -193,7 +192,7 @@ def list_command(ctx: click.Context, as_json: bool) -> None:
     """List every job: trigger, next run, last run, state."""
 
     async def body(ext: APScheduler) -> None:
-        jobs = await ext.offload(ext.get_jobs)
+        jobs = await ext.aget_jobs()
         data = await ext.jobs_to_dicts(jobs)
         if as_json:
             _echo_json(data)
@@ -315,7 +314,7 @@ def pause_command(ctx: click.Context, job_id: str, as_json: bool) -> None:
     """Pause a job: it does not run until resumed."""
 
     async def body(ext: APScheduler) -> None:
-        job = await ext.offload(ext.pause_job, job_id)
+        job = await ext.apause_job(job_id)
         if as_json:
             _echo_json((await ext.jobs_to_dicts([job]))[0])
         else:
@@ -332,7 +331,7 @@ def resume_command(ctx: click.Context, job_id: str, as_json: bool) -> None:
     """Resume a paused job (one whose schedule has ended is removed)."""
 
     async def body(ext: APScheduler) -> None:
-        job = await ext.offload(ext.resume_job, job_id)
+        job = await ext.aresume_job(job_id)
         if as_json:
             _echo_json(None if job is None else (await ext.jobs_to_dicts([job]))[0])
         elif job is None:
@@ -356,7 +355,7 @@ def remove_command(ctx: click.Context, job_id: str, as_json: bool) -> None:
     async def body(ext: APScheduler) -> None:
         job = await _get_job(ext, job_id)
         data = (await ext.jobs_to_dicts([job]))[0] if as_json else None
-        await ext.offload(ext.remove_job, job_id)
+        await ext.aremove_job(job_id)
         if as_json:
             _echo_json(data)  # the job as it was
         else:
@@ -534,7 +533,7 @@ async def _check(app: Quart, ext: APScheduler, problems: list[str]) -> dict[str,
                 reachable = False
                 problems.append(f"job store {alias!r} cannot be reached: {problem}")
         if reachable:  # the stored jobs: their functions and arguments must load
-            for job in await ext.offload(ext.get_jobs):
+            for job in await ext.aget_jobs():
                 error = ext.job_to_dict(job).get("load_error")
                 if error:
                     problems.append(f"stored job {job.id!r} cannot be loaded: {error}")
@@ -569,10 +568,7 @@ def worker_command(ctx: click.Context, as_json: bool) -> None:
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
-    try:
-        asyncio.run(_worker(app, ext, as_json))
-    except SchedulerAlreadyRunningError as exc:  # pragma: no cover - a start in a hook raced
-        raise CommandError(str(exc)) from exc
+    asyncio.run(_worker(app, ext, as_json))
 
 
 async def _worker(app: Quart, ext: APScheduler, as_json: bool) -> None:
@@ -590,7 +586,7 @@ async def _worker(app: Quart, ext: APScheduler, as_json: bool) -> None:
             raise CommandError(
                 f"host {ext.host_name!r} may not run jobs: it is not in SCHEDULER_ALLOWED_HOSTS"
             )
-        jobs = len(ext.get_jobs())
+        jobs = len(await ext.aget_jobs())
         if as_json:
             _echo_json({"event": "started", "pid": os.getpid(), "jobs": jobs})
         else:
