@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import enum
 import fnmatch
 import importlib
 import logging
 import re
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -50,6 +51,9 @@ logger = logging.getLogger("quart_sched")
 EXTENSION_KEY = "apscheduler"
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
+
+#: The keys of a job's ``last_run`` in the API's job JSON.
+LAST_RUN_KEYS = ("run_id", "outcome", "started_at", "finished_at", "duration", "error")
 
 # Packages whose exceptions mean "the job store cannot be reached", not "bad request".
 _STORE_ERROR_MODULES = ("sqlalchemy", "sqlite3", "redis", "pymongo", "psycopg", "kazoo", "etcd")
@@ -251,6 +255,11 @@ class APScheduler:
 
             register_api(self, app)
 
+        if "scheduler" not in app.cli.commands:
+            from ._cli import scheduler_cli  # lazily: serving never needs click's commands
+
+            app.cli.add_command(scheduler_cli)
+
         app.before_serving(self._make_before_serving(app))
         app.after_serving(self._make_after_serving(app))
 
@@ -425,7 +434,7 @@ class APScheduler:
         :raises SchedulerNotRunningError: if the scheduler is not running
         :raises MaxInstancesReachedError: if ``max_instances`` runs are going already
         """
-        if not self.running:
+        if not (self.running or self._scheduler.stores_open):
             # Before the lookup: once shut down, APScheduler finds only pending jobs, and a
             # job of a persistent store would seem not to exist.
             raise SchedulerNotRunningError
@@ -472,9 +481,53 @@ class APScheduler:
 
     def submit_run(self, job: Job) -> asyncio.Future[Any]:
         """:meth:`run_job` for a job already looked up (no job-store I/O), on the loop."""
-        if not self.running:
-            raise SchedulerNotRunningError
-        return self._scheduler.run_job_now(job)
+        return self._scheduler.run_job_now(job)  # SchedulerNotRunningError when stopped
+
+    @contextlib.asynccontextmanager
+    async def open_stores(self) -> AsyncIterator[APScheduler]:
+        """Reach the job stores and the run history without starting the scheduler.
+
+        What ``quart scheduler`` does to steer jobs that another process (the server, a
+        worker) runs from the same persistent job store::
+
+            async with scheduler.open_stores():
+                scheduler.pause_job("report")      # written to the store
+                await scheduler.run_job("report")  # runs here, recorded in the history
+
+        Inside, job methods read and write the stores; nothing runs on its own; jobs
+        declared in code or config are not written over the stored ones. Jobs of
+        in-memory stores are those this process declared, and changing them raises
+        :class:`JobStoreUnavailableError`. On exit, runs started inside get
+        ``SCHEDULER_SHUTDOWN_TIMEOUT`` seconds to finish.
+
+        :raises SchedulerAlreadyRunningError: if the scheduler runs in this process
+        """
+        if self.running:
+            raise SchedulerAlreadyRunningError
+        try:
+            self._scheduler.open_stores()
+        except QuartSchedError:
+            raise
+        except Exception as exc:
+            error = _store_error(exc)
+            if error is exc:
+                raise
+            raise error from exc
+        # While the app serves, the history is open and stays the serving's to close.
+        history = None if self._scheduler.keep_history_open else self._scheduler.history
+        try:
+            if history is not None:
+                history.start()
+            yield self
+        finally:
+            await self._scheduler.close_stores()
+            if history is not None:
+                await history.aclose()  # after the runs: their ends are recorded
+
+    def probe_stores(self) -> dict[str, tuple[str, str | None]]:
+        """Inside :meth:`open_stores`: each job store's alias -> (its class name, why it
+        cannot be reached or None when it answers). Loads no job."""
+        return self._scheduler.probe_stores()
 
     # auth -------------------------------------------------------------------------------
 
@@ -584,6 +637,20 @@ class APScheduler:
         patterns = list(self._config.api_allowed_funcs) if self._config else []
         return {"functions": sorted(self._api_functions), "patterns": patterns}
 
+    async def jobs_to_dicts(self, jobs: list[Job]) -> list[dict[str, Any]]:
+        """Jobs as ``GET /jobs`` lists them: :meth:`job_to_dict` and ``last_run``, a summary
+        of each job's latest recorded run (null if none, or if history is unavailable)."""
+        data = [self.job_to_dict(job) for job in jobs]
+        last: dict[str, dict[str, Any]] = {}
+        if self.history is not None and data:
+            # Unavailable history: the jobs are still worth showing; the runs say why.
+            with contextlib.suppress(HistoryUnavailableError):
+                last = await self.get_last_runs([item["id"] for item in data])
+        for item in data:
+            run = last.get(item["id"])
+            item["last_run"] = None if run is None else {key: run[key] for key in LAST_RUN_KEYS}
+        return data
+
     def job_to_dict(self, job: Job) -> dict[str, Any]:
         """A job as the REST API shows it (Flask-APScheduler's keys and order)."""
         data = _json.job_to_dict(
@@ -607,7 +674,8 @@ class APScheduler:
         previous = None
         try:
             if after is None:
-                current = job.next_run_time or job.trigger.get_next_fire_time(None, now)
+                scheduled = getattr(job, "next_run_time", None)  # a pending job has none yet
+                current = scheduled or job.trigger.get_next_fire_time(None, now)
             else:
                 if after.tzinfo is None:
                     after = after.replace(tzinfo=self._scheduler.timezone)
@@ -643,11 +711,10 @@ class APScheduler:
         except (QuartSchedError, LookupError, ConflictingIdError, ValueError, TypeError):
             raise
         except Exception as exc:
-            if isinstance(exc, OSError) or type(exc).__module__.startswith(_STORE_ERROR_MODULES):
-                raise JobStoreUnavailableError(
-                    f"the job store cannot be reached ({type(exc).__name__}); try again later"
-                ) from exc
-            raise
+            error = _store_error(exc)
+            if error is exc:
+                raise
+            raise error from exc
 
     # run history --------------------------------------------------------------------
 
@@ -736,3 +803,13 @@ def _resolve_reference(ref: str) -> Any:
 
 def _utc(value: datetime) -> datetime:
     return value.astimezone(timezone.utc)
+
+
+def _store_error(exc: Exception) -> Exception:
+    """``exc`` as :class:`JobStoreUnavailableError` when a job store's driver raised it."""
+    if isinstance(exc, OSError) or type(exc).__module__.startswith(_STORE_ERROR_MODULES):
+        cause = getattr(exc, "orig", None) or exc  # SQLAlchemy's wraps the driver's
+        return JobStoreUnavailableError(
+            f"the job store cannot be reached ({type(cause).__name__}); try again later"
+        )
+    return exc

@@ -8,7 +8,6 @@ extension's public methods.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
@@ -221,19 +220,7 @@ def register_api(ext: APScheduler, app: Quart) -> None:
 
 async def _jobs_json(ext: APScheduler, jobs: list[Any]) -> list[dict[str, Any]]:
     """Jobs as JSON, each with a summary of its last recorded run (null if none)."""
-    data = [ext.job_to_dict(job) for job in jobs]
-    last: dict[str, dict[str, Any]] = {}
-    if ext.history is not None and data:
-        # Unavailable history: the jobs are still worth showing; the runs routes say why.
-        with contextlib.suppress(HistoryUnavailableError):
-            last = await ext.get_last_runs([item["id"] for item in data])
-    for item in data:
-        run = last.get(item["id"])
-        item["last_run"] = None if run is None else {key: run[key] for key in LAST_RUN_KEYS}
-    return data
-
-
-LAST_RUN_KEYS = ("run_id", "outcome", "started_at", "finished_at", "duration", "error")
+    return await ext.jobs_to_dicts(jobs)
 
 
 async def _job_json(ext: APScheduler, job_id: str, status: int = 200) -> Response:

@@ -38,14 +38,16 @@ from ..errors import (
 )
 from ..triggers import CronTrigger
 from .executor import Batch, QuartExecutor, drain, upgrade_executor
+from .jobs import copy_job
 from .reporting import CANCEL_GRACE, Reporting
+from .steering import StoresOnly
 from .unloadable import UnloadableJob, keep_unloadable
 from .wakeup import WakeupLoop, on_loop
 
 logger = logging.getLogger("quart_sched")
 
 
-class QuartScheduler(WakeupLoop, Reporting):
+class QuartScheduler(StoresOnly, WakeupLoop, Reporting):
     """An ``AsyncIOScheduler`` that lives on the loop serving a Quart app.
 
     This class holds configuration, jobs (pending ones included) and the start/stop
@@ -274,6 +276,7 @@ class QuartScheduler(WakeupLoop, Reporting):
         super()._real_add_job(job, jobstore_alias, replace_existing)
 
     def modify_job(self, job_id: str, jobstore: str | None = None, **changes: Any) -> Job:
+        self._check_store_write(job_id, jobstore)
         if changes.keys() & {"func", "args", "kwargs", "trigger"}:
             with self._jobstores_lock:
                 job, alias = self._lookup_job(job_id, jobstore)
@@ -281,7 +284,7 @@ class QuartScheduler(WakeupLoop, Reporting):
                     alias = next((a for j, a, _ in self._pending_jobs if j is job), "default")
                 store = self._jobstores.get(alias)
                 if store is not None and is_persistent(store):
-                    candidate = _copy_job(job)
+                    candidate = copy_job(job)
                     candidate._modify(**dict(changes))
                     self.check_storable(candidate, alias)
         modified: Job = super().modify_job(job_id, jobstore, **changes)
@@ -325,7 +328,7 @@ class QuartScheduler(WakeupLoop, Reporting):
 
         Call it on the scheduler's loop; from another thread, use :meth:`run_job_threadsafe`.
         """
-        if self.state == STATE_STOPPED:
+        if self.state == STATE_STOPPED and not self._stores_open:
             raise SchedulerNotRunningError
         if not self.on_its_loop():
             raise RuntimeError(
@@ -544,15 +547,6 @@ class QuartScheduler(WakeupLoop, Reporting):
 
 
 id_of = id  # add_job's `id` parameter shadows the builtin
-
-
-def _copy_job(job: Job) -> Job:
-    """A shallow copy that works for pending jobs too (their __getstate__ does not)."""
-    copied: Job = object.__new__(type(job))
-    for slot in type(job).__slots__:
-        if slot != "__weakref__" and hasattr(job, slot):
-            setattr(copied, slot, getattr(job, slot))
-    return copied
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
