@@ -131,6 +131,10 @@ _SCHEMAS: dict[str, Any] = {
             "max_instances": {"type": ["integer", "null"]},
             "next_run_time": _NULLABLE_DATETIME,
             "running_instances": {"type": "integer", "minimum": 0},
+            "trigger_description": {
+                "type": "string",
+                "description": 'the trigger in words, e.g. "every 3 seconds"',
+            },
             "last_run": {
                 "anyOf": [
                     {

@@ -284,6 +284,7 @@ def _add_reference_jobs(ext: APScheduler) -> dict[str, list[str]]:
         "max_instances",
         "next_run_time",
         "running_instances",
+        "trigger_description",
         "last_run",
     ]
     ext.add_job(
@@ -342,7 +343,7 @@ async def test_job_json_matches_flask_apscheduler(app: Quart, served: APSchedule
         assert job is not None
         ref = reference(job)
         assert list(body) == keys
-        assert list(body) == [*ref, "running_instances", "last_run"]  # theirs, then ours
+        assert list(body) == [*ref, "running_instances", "trigger_description", "last_run"]
         assert {key: body[key] for key in ref} == ref  # and its values
         assert body["running_instances"] == 0
         bodies[job_id] = body
