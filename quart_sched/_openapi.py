@@ -91,7 +91,13 @@ _SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
         "required": ["error_message"],
-        "properties": {"error_message": {"type": "string"}},
+        "properties": {
+            "error_message": {"type": "string"},
+            "field": {
+                "type": "string",
+                "description": "400 only: the request field at fault, or body or state",
+            },
+        },
     },
     "SchedulerInfo": {
         "type": "object",

@@ -171,7 +171,8 @@ def _guarded(ext: APScheduler, view: View) -> View:
         try:
             return await view(ext, **kwargs)
         except ValidationError as exc:
-            return error(400, str(exc))
+            # "field" lets a form put the message next to the input at fault.
+            return json_response({"error_message": str(exc), "field": exc.field}, 400)
         except FunctionNotAllowedError as exc:
             return error(403, str(exc))
         except JobLookupError:
