@@ -106,6 +106,7 @@ _SCHEMAS: dict[str, Any] = {
             "current_host": {"type": "string"},
             "allowed_hosts": {"type": "array", "items": {"type": "string"}},
             "running": {"type": "boolean"},
+            "state": {"type": "string", "enum": ["running", "paused", "stopped"]},
         },
     },
     "Job": {

@@ -18,6 +18,7 @@ from functools import wraps
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
+from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING, STATE_STOPPED
 from quart import Response, request
 
 from . import _jobs, _json
@@ -231,9 +232,17 @@ def _import_error(exc: Exception, func: str | None) -> ValidationError:
 # ------------------------------------------------------------------------------ views
 
 
+STATE_NAMES = {STATE_STOPPED: "stopped", STATE_RUNNING: "running", STATE_PAUSED: "paused"}
+
+
 async def get_scheduler_info(ext: APScheduler) -> Response:
     return json_response(
-        {"current_host": ext.host_name, "allowed_hosts": ext.allowed_hosts, "running": ext.running}
+        {
+            "current_host": ext.host_name,
+            "allowed_hosts": ext.allowed_hosts,
+            "running": ext.running,
+            "state": STATE_NAMES[ext.state],  # ours: "running" stays true while paused
+        }
     )
 
 

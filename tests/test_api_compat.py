@@ -391,14 +391,19 @@ async def test_job_json_matches_flask_apscheduler(app: Quart, served: APSchedule
 async def test_scheduler_info(app: Quart, served: APScheduler) -> None:
     client = app.test_client()
     info = await (await client.get("/scheduler")).get_json()
-    assert list(info) == ["current_host", "allowed_hosts", "running"]
+    assert list(info) == ["current_host", "allowed_hosts", "running", "state"]  # theirs, ours
     assert info == {
         "current_host": socket.gethostname().lower(),
         "allowed_hosts": ["*"],
         "running": True,
+        "state": "running",
     }
+    served.pause()
+    info = await (await client.get("/scheduler")).get_json()
+    assert (info["running"], info["state"]) == (True, "paused")
     served.shutdown()
-    assert (await (await client.get("/scheduler")).get_json())["running"] is False
+    info = await (await client.get("/scheduler")).get_json()
+    assert (info["running"], info["state"]) == (False, "stopped")
 
 
 @pytest.mark.parametrize("api_config", [{"SCHEDULER_ALLOWED_HOSTS": ["*", "web-2"]}])
