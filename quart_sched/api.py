@@ -187,7 +187,8 @@ def _guarded(ext: APScheduler, view: View) -> View:
 
 
 def register_api(ext: APScheduler, app: Quart) -> None:
-    """Add the API's routes to ``app`` under ``ext.api_prefix``."""
+    """Add the API's routes to ``app`` under ``ext.api_prefix``, and the dashboard's
+    (``SCHEDULER_UI_ENABLED``)."""
     for name, rule, method in ROUTES:
         app.add_url_rule(
             ext.api_prefix + rule,
@@ -195,6 +196,10 @@ def register_api(ext: APScheduler, app: Quart) -> None:
             _guarded(ext, VIEWS[name]),
             methods=[method],
         )
+    if ext.config is None or ext.config.ui_enabled:
+        from ._dashboard import register_dashboard
+
+        register_dashboard(ext, app, _guarded)  # same auth and cross-site refusal
 
 
 async def _jobs_json(ext: APScheduler, jobs: list[Any]) -> list[dict[str, Any]]:
