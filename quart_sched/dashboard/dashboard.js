@@ -6,13 +6,15 @@
   const API = document.body.dataset.api;
   const POLL_MS = 2000;
   const HOURLY_MS = 30000;
+  const HOURLY_MIN_MS = 5000;
   const STRIP_RUNS = 20;
   const DETAIL_RUNS = 50;
   const OUTCOMES = ["success", "error", "missed", "skipped", "interrupted", "running"];
   const SVG = "http://www.w3.org/2000/svg";
 
   const $ = (id) => document.getElementById(id);
-  const state = { jobs: [], rows: new Map(), detail: null, detailSig: "", busy: false };
+  const state = { rows: new Map(), detail: null, detailSig: "", busy: false, again: null, wake: null,
+    hourlyAt: 0, hourlyNewest: "" };
 
   // ------------------------------------------------------------------ HTTP
 
@@ -399,8 +401,12 @@
 
   // -------------------------------------------------------------- polling
 
+  // One refresh at a time; one asked for meanwhile (after an action) runs right after.
   async function refresh() {
-    if (state.busy) return;
+    if (state.busy) {
+      state.again = state.again || new Promise((resolve) => (state.wake = resolve));
+      return state.again;
+    }
     state.busy = true;
     try {
       const [info, jobs, running, recent] = await Promise.all([
@@ -412,6 +418,15 @@
       renderInfo(info);
       renderJobs(jobs, recent);
       renderRunning(running);
+      // The hour chart reads up to a day of runs: redraw it when runs came, at most every
+      // 5 s, and every 30 s anyway (hours roll over).
+      const newest = recent.length ? recent[0].run_id + recent[0].outcome : "";
+      const age = Date.now() - state.hourlyAt;
+      if (age > HOURLY_MS || (newest !== state.hourlyNewest && age > HOURLY_MIN_MS)) {
+        state.hourlyAt = Date.now();
+        state.hourlyNewest = newest;
+        refreshHourly();
+      }
       if (state.detail !== null) {
         const runs = await get(`/jobs/${encodeURIComponent(state.detail)}/runs?limit=${DETAIL_RUNS}`);
         renderDetail(runs);
@@ -422,6 +437,11 @@
       problem(`Cannot reach the scheduler: ${error.message}`);
     } finally {
       state.busy = false;
+      const wake = state.wake;
+      if (state.again) {
+        state.again = state.wake = null;
+        refresh().then(wake);
+      }
     }
   }
 
@@ -632,5 +652,4 @@
   showTrigger();
   loadFunctions();
   loop(refresh, POLL_MS);
-  loop(refreshHourly, HOURLY_MS);
 })();

@@ -1,6 +1,6 @@
 """An app with the API and dashboard behind Basic auth, for ``hypercorn dashboard_app:app``.
 
-Jobs of each trigger kind; ``flaky`` fails every other run and ``slow`` takes a second, so
+Jobs of each trigger kind; ``flaky`` fails every other run and ``slow`` takes two seconds, so
 the page has outcomes, durations and a traceback to show. ``DASHBOARD_HISTORY`` names the
 run-history file (a test's temporary folder).
 """
@@ -33,7 +33,7 @@ async def heartbeat() -> None:
     await asyncio.sleep(0.05)
 
 
-async def slow(seconds: float = 1.0) -> None:
+async def slow(seconds: float = 2.0) -> None:
     await asyncio.sleep(seconds)
 
 
