@@ -47,7 +47,7 @@ _SECURITY_HEADERS = {
 
 @cache
 def _read(name: str) -> bytes:
-    return files("quart_sched").joinpath("dashboard", name).read_bytes()
+    return files("quart_sched").joinpath("dashboard").joinpath(name).read_bytes()
 
 
 def _page(api_prefix: str) -> bytes:
