@@ -14,7 +14,8 @@
 
   const $ = (id) => document.getElementById(id);
   const state = { rows: new Map(), detail: null, detailSig: "", busy: false, again: null, wake: null,
-    hourlyAt: 0, hourlyNewest: "" };
+    hourlyAt: 0, hourlyNewest: "",
+    hourlyRuns: null, detailRuns: null };
 
   // ------------------------------------------------------------------ HTTP
 
@@ -108,9 +109,8 @@
   function say(message) {
     const notice = $("notice");
     notice.textContent = message;
-    notice.hidden = false;
     clearTimeout(say.timer);
-    say.timer = setTimeout(() => (notice.hidden = true), 6000);
+    say.timer = setTimeout(() => (notice.textContent = ""), 6000);
   }
 
   function problem(message) {
@@ -123,7 +123,7 @@
 
   // Recent outcomes, oldest on the left: one square per run.
   function strip(runs) {
-    const size = 10;
+    const size = 9;
     const gap = 2;
     const shown = runs.slice(0, STRIP_RUNS).reverse();
     const width = Math.max(1, STRIP_RUNS * (size + gap));
@@ -154,15 +154,21 @@
   }
 
   // Bars of run durations, oldest on the left, coloured by outcome.
-  function durationChart(runs) {
+  // Charts are drawn at their box's width in pixels, so their text keeps its size on a phone.
+  function widthOf(box) {
+    return Math.max(280, Math.floor(box.clientWidth || 600));
+  }
+
+  function durationChart(runs, width) {
     const shown = runs.filter((r) => r.duration !== null).slice(0, DETAIL_RUNS).reverse();
-    const width = 600;
     const height = 160;
     const left = 56;
     const bottom = 20;
     const root = svg("svg", {
       class: "bars",
       viewBox: `0 0 ${width} ${height}`,
+      width,
+      height,
       role: "img",
       "aria-label": shown.length
         ? `durations of the last ${shown.length} runs, longest ${duration(Math.max(...shown.map((r) => r.duration)))}`
@@ -201,8 +207,7 @@
   }
 
   // Runs started in each of the last 24 hours, stacked by outcome.
-  function hourlyChart(runs) {
-    const width = 720;
+  function hourlyChart(runs, width) {
     const height = 170;
     const left = 40;
     const bottom = 22;
@@ -219,6 +224,8 @@
     const root = svg("svg", {
       class: "bars",
       viewBox: `0 0 ${width} ${height}`,
+      width,
+      height,
       role: "img",
       "aria-label": `runs per hour over the last 24 hours: ${totals.reduce((a, b) => a + b, 0)} in all, at most ${max} in an hour`,
     });
@@ -237,7 +244,7 @@
         rect.append(svg("title", {}, `${label}: ${bucket[outcome]} ${outcome}`));
         root.append(rect);
       }
-      if (index % 4 === 0) {
+      if (index % (width < 560 ? 6 : 3) === 0) {
         root.append(svg("text", { x: left + index * step + 2, y: height - 5, class: "axis" }, label));
       }
     });
@@ -323,7 +330,10 @@
     const last = job.last_run;
     cLast.replaceChildren(
       ...(last
-        ? [outcomeBadge(last.outcome), " ", el("span", { text: duration(last.duration) }), el("div", { class: "muted" }, timeEl(last.started_at))]
+        ? [
+            el("span", { class: "nowrap" }, outcomeBadge(last.outcome), ` ${duration(last.duration)}`),
+            el("div", { class: "muted" }, timeEl(last.started_at)),
+          ]
         : [el("span", { class: "muted", text: "never ran" })]),
     );
     if (last && last.error) cLast.append(el("div", { class: "error small", text: last.error }));
@@ -365,7 +375,8 @@
     const sig = JSON.stringify(runs.map((r) => [r.run_id, r.outcome, r.duration]));
     if (sig === state.detailSig) return;
     state.detailSig = sig;
-    $("durations").replaceChildren(durationChart(runs));
+    state.detailRuns = runs;
+    $("durations").replaceChildren(durationChart(runs, widthOf($("durations"))));
     const body = $("run-rows");
     const open = new Set([...body.querySelectorAll("details[open]")].map((d) => d.dataset.run));
     const focused = document.activeElement && body.contains(document.activeElement) ? document.activeElement.closest("details") : null;
@@ -457,7 +468,8 @@
         const cursor = response.headers.get("X-Next-Cursor");
         path = cursor ? `/runs?limit=500&since=${encodeURIComponent(since)}&cursor=${cursor}` : null;
       }
-      $("hourly").replaceChildren(hourlyChart(runs));
+      state.hourlyRuns = runs;
+      $("hourly").replaceChildren(hourlyChart(runs, widthOf($("hourly"))));
     } catch (error) {
       $("hourly").replaceChildren(el("p", { class: "muted", text: `No run history: ${error.message}` }));
     }
@@ -645,6 +657,14 @@
   $("detail-close").addEventListener("click", closeDetail);
   form.elements.trigger.addEventListener("change", showTrigger);
   form.addEventListener("submit", submitJob);
+  let resizing = null;
+  window.addEventListener("resize", () => {
+    clearTimeout(resizing);
+    resizing = setTimeout(() => {
+      if (state.hourlyRuns) $("hourly").replaceChildren(hourlyChart(state.hourlyRuns, widthOf($("hourly"))));
+      if (state.detailRuns) $("durations").replaceChildren(durationChart(state.detailRuns, widthOf($("durations"))));
+    }, 150);
+  });
   document.addEventListener("visibilitychange", () => {
     if (!document.hidden) refresh();
   });
