@@ -221,11 +221,18 @@ def test_history_shows_errors_and_the_traceback_on_demand(page: Any, server: Ser
 
 
 def test_remove_asks_first(page: Any, server: Server) -> None:
-    row(page, "newyear").locator('button[data-action="remove"]').click()
+    remove = row(page, "newyear").locator('button[data-action="remove"]')
+    remove.focus()
+    page.keyboard.press("Enter")
     assert page.locator("#confirm").is_visible()
+    page.keyboard.press("Escape")  # the keyboard way out
+    page.locator("#confirm").wait_for(state="hidden")
+    assert page.evaluate("document.activeElement.dataset.action") == "remove"
+    remove.click()
     page.locator("#confirm-cancel").click()
-    assert server.job("newyear").status_code == 200  # cancelled: still there
-    row(page, "newyear").locator('button[data-action="remove"]').click()
+    page.locator("#confirm").wait_for(state="hidden")
+    assert server.job("newyear").status_code == 200  # cancelled twice: still there
+    remove.click()
     page.locator("#confirm-ok").click()
     row(page, "newyear").wait_for(state="detached")
     assert server.job("newyear").status_code == 404
