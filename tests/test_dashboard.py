@@ -5,11 +5,13 @@ strict Content-Security-Policy; off with SCHEDULER_UI_ENABLED; the job JSON's
 from __future__ import annotations
 
 import base64
+import fnmatch
 import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import pytest
 from quart import Quart
 
 import quart_sched
@@ -142,3 +144,13 @@ async def test_a_400_names_the_field_for_the_form() -> None:
         "error_message": "seconds must be a number, got string",
         "field": "seconds",
     }
+
+
+def test_every_dashboard_file_ships_as_package_data() -> None:
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = tomllib.loads((PACKAGE.parent.parent / "pyproject.toml").read_text("utf-8"))
+    globs = pyproject["tool"]["setuptools"]["package-data"]["quart_sched"]
+    for path in PACKAGE.iterdir():
+        relative = f"dashboard/{path.name}"
+        assert any(fnmatch.fnmatch(relative, glob) for glob in globs), relative
+    assert {"index.html", *STATIC} <= {path.name for path in PACKAGE.iterdir()}
