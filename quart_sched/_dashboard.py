@@ -30,6 +30,9 @@ STATIC_FILES = {
     "dashboard.js": "text/javascript",
     "favicon.svg": "image/svg+xml",
 }
+#: The dashboard's view names (endpoint names without the prefix): pages, not REST API
+#: routes, so the OpenAPI document leaves them out.
+VIEW_NAMES = ("dashboard", "dashboard_static")
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; "
