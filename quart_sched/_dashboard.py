@@ -15,7 +15,7 @@ from html import escape
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
-from quart import Response
+from quart import Response, request
 
 if TYPE_CHECKING:
     from quart import Quart
@@ -65,7 +65,9 @@ def _response(body: bytes, mimetype: str) -> Response:
 
 
 async def dashboard(ext: APScheduler) -> Response:
-    return _response(_page(ext.api_prefix), "text/html")
+    # root_path: an app mounted under a path (hypercorn --root-path, a proxy's prefix)
+    # serves the API there too.
+    return _response(_page(request.root_path + ext.api_prefix), "text/html")
 
 
 async def dashboard_static(ext: APScheduler, filename: str) -> Response:

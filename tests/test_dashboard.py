@@ -93,6 +93,14 @@ async def test_the_prefix_follows_scheduler_api_prefix() -> None:
     assert (await client.get("/ops/jobs/ui/static/dashboard.js")).status_code == 200
 
 
+async def test_the_page_follows_the_apps_root_path() -> None:
+    app, _ext = make_app(SCHEDULER_AUTH=None)
+    response = await app.test_client().get("/tools/scheduler/ui", root_path="/tools")
+    html = await response.get_data(as_text=True)
+    assert 'data-api="/tools/scheduler"' in html
+    assert '"/tools/scheduler/ui/static/dashboard.js"' in html
+
+
 async def test_ui_key_off_gives_404_and_leaves_the_api() -> None:
     app, _ext = make_app(SCHEDULER_UI_ENABLED=False)
     client = app.test_client()
