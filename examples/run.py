@@ -6,7 +6,9 @@ Run it from the repository root or from this directory::
     cd examples && hypercorn run:app        # an ASGI server, as in production
 
 ``job1`` prints ``3`` every 3 seconds, ``tick`` (an ``async def`` job) prints ``tick``,
-and http://127.0.0.1:5000/ says the scheduler is running and lists the jobs.
+and http://127.0.0.1:5000/ says the scheduler is running and lists the jobs. The
+dashboard, http://127.0.0.1:5000/scheduler/ui, shows them, their runs and their errors,
+and lets you pause, run or add jobs (give it ``SCHEDULER_AUTH`` before you deploy it).
 ``PORT`` and ``EXAMPLE_INTERVAL`` (seconds) override the port and the interval.
 
 About ``"func": "run:add"``: run as ``python run.py`` this file is the module
@@ -18,7 +20,7 @@ below) and therefore never start: the jobs fire once, from this copy's scheduler
 
 import os
 
-from quart import Quart
+from quart import Quart, url_for
 
 from quart_sched import APScheduler
 
@@ -62,6 +64,7 @@ async def index():
     return {
         "message": f"The scheduler is {state}",
         "jobs": [job.id for job in scheduler.get_jobs()],
+        "dashboard": url_for("scheduler.dashboard", _external=True),
     }
 
 

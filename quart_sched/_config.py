@@ -37,6 +37,11 @@ KEYS: dict[str, tuple[str, str, str]] = {
     "SCHEDULER_VIEWS_ENABLED": ("bool", "False", "Legacy name for SCHEDULER_API_ENABLED."),
     "SCHEDULER_API_PREFIX": ("str", DEFAULT_API_PREFIX, "URL prefix of the API."),
     "SCHEDULER_ENDPOINT_PREFIX": ("str", DEFAULT_ENDPOINT_PREFIX, "Endpoint name prefix."),
+    "SCHEDULER_UI_ENABLED": (
+        "bool",
+        "True",
+        "Serve the dashboard at <prefix>/ui when the API is enabled.",
+    ),
     "SCHEDULER_ALLOWED_HOSTS": ("list[str]", '["*"]', "Host names that may run jobs."),
     "SCHEDULER_AUTH": ("HTTPAuth | None", "None", "Auth scheme guarding the API."),
     "SCHEDULER_API_ALLOWED_FUNCS": (
@@ -100,6 +105,7 @@ class SchedulerConfig:
     api_enabled: bool = False
     api_prefix: str = DEFAULT_API_PREFIX
     endpoint_prefix: str = DEFAULT_ENDPOINT_PREFIX
+    ui_enabled: bool = True
     allowed_hosts: tuple[str, ...] = ("*",)
     auth: Any = None
     api_allowed_funcs: tuple[str, ...] = ()
@@ -231,6 +237,7 @@ def load_config(
         api_enabled=bool(enabled),
         api_prefix=config.get("SCHEDULER_API_PREFIX", api_prefix),
         endpoint_prefix=config.get("SCHEDULER_ENDPOINT_PREFIX", endpoint_prefix),
+        ui_enabled=bool(config.get("SCHEDULER_UI_ENABLED", True)),
         allowed_hosts=tuple(hosts),
         auth=config.get("SCHEDULER_AUTH", auth),
         api_allowed_funcs=tuple(funcs),

@@ -28,6 +28,7 @@ from ._config import (
     SchedulerConfig,
     load_config,
 )
+from ._describe import describe_trigger
 from ._history import RunHistory, RunPage
 from ._jobs import fix_job_def, pop_trigger
 from ._scheduler import QuartScheduler, load_error
@@ -657,6 +658,7 @@ class APScheduler:
             job, self._scheduler.job_defaults, datetime.now(self._scheduler.timezone)
         )
         data["running_instances"] = self._scheduler.running_instances(job.id)
+        data["trigger_description"] = describe_trigger(job.trigger)
         data["load_error"] = load_error(job)
         return data
 

@@ -91,7 +91,13 @@ _SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
         "required": ["error_message"],
-        "properties": {"error_message": {"type": "string"}},
+        "properties": {
+            "error_message": {"type": "string"},
+            "field": {
+                "type": "string",
+                "description": "400 only: the request field at fault, or body or state",
+            },
+        },
     },
     "SchedulerInfo": {
         "type": "object",
@@ -100,6 +106,7 @@ _SCHEMAS: dict[str, Any] = {
             "current_host": {"type": "string"},
             "allowed_hosts": {"type": "array", "items": {"type": "string"}},
             "running": {"type": "boolean"},
+            "state": {"type": "string", "enum": ["running", "paused", "stopped"]},
         },
     },
     "Job": {
@@ -131,6 +138,10 @@ _SCHEMAS: dict[str, Any] = {
             "max_instances": {"type": ["integer", "null"]},
             "next_run_time": _NULLABLE_DATETIME,
             "running_instances": {"type": "integer", "minimum": 0},
+            "trigger_description": {
+                "type": "string",
+                "description": 'the trigger in words, e.g. "every 3 seconds"',
+            },
             "load_error": {
                 "type": ["string", "null"],
                 "description": "Why the stored job cannot be loaded now (null when it can): "

@@ -17,6 +17,7 @@ from functools import wraps
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
+from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING, STATE_STOPPED
 from quart import Response, request
 
 from . import _jobs, _json
@@ -192,7 +193,8 @@ def _guarded(ext: APScheduler, view: View) -> View:
         try:
             return await view(ext, **kwargs)
         except ValidationError as exc:
-            return error(400, str(exc))
+            # "field" lets a form put the message next to the input at fault.
+            return json_response({"error_message": str(exc), "field": exc.field}, 400)
         except FunctionNotAllowedError as exc:
             return error(403, str(exc))
         except JobLookupError:
@@ -208,7 +210,8 @@ def _guarded(ext: APScheduler, view: View) -> View:
 
 
 def register_api(ext: APScheduler, app: Quart) -> None:
-    """Add the API's routes to ``app`` under ``ext.api_prefix``."""
+    """Add the API's routes to ``app`` under ``ext.api_prefix``, and the dashboard's
+    (``SCHEDULER_UI_ENABLED``)."""
     for name, rule, method in ROUTES:
         app.add_url_rule(
             ext.api_prefix + rule,
@@ -216,6 +219,10 @@ def register_api(ext: APScheduler, app: Quart) -> None:
             _guarded(ext, VIEWS[name]),
             methods=[method],
         )
+    if ext.config is None or ext.config.ui_enabled:
+        from ._dashboard import register_dashboard
+
+        register_dashboard(ext, app, _guarded)  # same auth and cross-site refusal
 
 
 async def _jobs_json(ext: APScheduler, jobs: list[Any]) -> list[dict[str, Any]]:
@@ -248,9 +255,17 @@ def _import_error(exc: Exception, func: str | None) -> ValidationError:
 # ------------------------------------------------------------------------------ views
 
 
+STATE_NAMES = {STATE_STOPPED: "stopped", STATE_RUNNING: "running", STATE_PAUSED: "paused"}
+
+
 async def get_scheduler_info(ext: APScheduler) -> Response:
     return json_response(
-        {"current_host": ext.host_name, "allowed_hosts": ext.allowed_hosts, "running": ext.running}
+        {
+            "current_host": ext.host_name,
+            "allowed_hosts": ext.allowed_hosts,
+            "running": ext.running,
+            "state": STATE_NAMES[ext.state],  # ours: "running" stays true while paused
+        }
     )
 
 

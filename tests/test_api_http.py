@@ -100,7 +100,7 @@ def test_api_over_http_with_basic_auth(server: Server) -> None:
 
         http.auth = AUTH
         info = http.get("/scheduler").json()
-        assert list(info) == ["current_host", "allowed_hosts", "running"]
+        assert list(info) == ["current_host", "allowed_hosts", "running", "state"]
         assert info["running"] is True  # started at import time, running once served
 
         # Add, curl-style: raw JSON, no Content-Type header.

@@ -317,7 +317,7 @@ def api_requests(app: Quart, ext: APScheduler) -> list[tuple[str, str, str]]:
     for rule in app.url_map.iter_rules():
         if not rule.endpoint.startswith(ext.endpoint_prefix):
             continue
-        url = rule.rule.replace("<job_id>", EXISTING)
+        url = rule.rule.replace("<job_id>", EXISTING).replace("<filename>", "dashboard.js")
         assert "<" not in url, rule.rule
         for method in sorted((rule.methods or set()) - {"OPTIONS"}):
             out.append((rule.endpoint, method, url))

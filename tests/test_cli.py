@@ -141,7 +141,7 @@ def test_list_and_show_answer_what_the_rest_api_answers(setup: Setup) -> None:
         header, *rows = table.stdout.splitlines()
         assert header.split() == ["ID", "TRIGGER", "NEXT", "RUN", "STATE", "LAST", "RUN"]
         daily = next(row for row in rows if row.startswith("daily "))
-        assert "cron[hour='6', minute='30']" in daily
+        assert "at 06:30 every day, UTC" in daily  # the trigger in words (_describe)
         assert "06:30:00+00:00" in daily
         assert "scheduled" in daily
 

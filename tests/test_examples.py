@@ -51,10 +51,14 @@ def test_run_py_with_app_run() -> None:
         )
         response = proc.get(f"http://127.0.0.1:{port}/")
         assert response.status_code == 200
+        dashboard = f"http://127.0.0.1:{port}/scheduler/ui"
         assert response.json() == {
             "message": "The scheduler is running",
             "jobs": ["job1", "tick"],
+            "dashboard": dashboard,
         }
+        page = proc.get(dashboard)
+        assert page.status_code == 200 and "<title>Scheduler</title>" in page.text
         stop(proc, signal.SIGINT)
 
 
