@@ -8,8 +8,8 @@ cd "$(dirname "$0")/.."
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-python3 -m venv "$tmp/venv"
-"$tmp/venv/bin/pip" install -q -c .ci/lowest.txt -e '.[test]'
+source .ci/fresh_venv.sh
+fresh_venv "$tmp/venv" -c .ci/lowest.txt -e '.[test]'
 "$tmp/venv/bin/python" - <<'PY'
 from importlib.metadata import version
 for name in ("quart", "apscheduler", "hypercorn", "aiosqlite", "blinker"):
