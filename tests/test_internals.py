@@ -26,6 +26,8 @@ import aiosqlite
 from apscheduler.executors.base import BaseExecutor
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.job import Job
+from apscheduler.jobstores.memory import MemoryJobStore
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from quart import Quart, current_app
@@ -138,6 +140,45 @@ def _run_times() -> str | None:
     return None
 
 
+def _started_store() -> MemoryJobStore:
+    return _STARTED["store"]  # type: ignore[no-any-return]
+
+
+def _job_state() -> str | None:
+    # _unloadable rebuilds a job from the pickled state of a job whose code is gone.
+    from apscheduler.triggers.date import DateTrigger
+
+    job = Job(
+        _scheduler(),
+        id="x",
+        func="os:getcwd",
+        trigger=DateTrigger(),
+        executor="d",
+        args=(),
+        kwargs={},
+        name="x",
+        misfire_grace_time=1,
+        coalesce=True,
+        max_instances=1,
+        next_run_time=None,
+    )
+    needed = {
+        "id",
+        "func",
+        "trigger",
+        "executor",
+        "args",
+        "kwargs",
+        "name",
+        "misfire_grace_time",
+        "coalesce",
+        "max_instances",
+        "next_run_time",
+    }
+    missing = needed - set(job.__getstate__())
+    return f"Job.__getstate__() lacks {sorted(missing)}" if missing else None
+
+
 def _modify() -> str | None:
     func = getattr(Job, "_modify", None)
     if func is None:
@@ -165,6 +206,10 @@ INTERNALS: dict[str, Callable[[], str | None]] = {
     "_lookup_job": _method(BaseScheduler, "_lookup_job", ["job_id", "jobstore_alias"]),
     "_dispatch_event": _method(BaseScheduler, "_dispatch_event", ["event"]),
     "_stop_timer": _method(AsyncIOScheduler, "_stop_timer", []),
+    "_start_timer": _method(AsyncIOScheduler, "_start_timer", ["wait_seconds"]),
+    "_create_plugin_instance": _method(
+        BaseScheduler, "_create_plugin_instance", ["type_", "alias", "constructor_kwargs"]
+    ),
     "_create_default_executor": _method(AsyncIOScheduler, "_create_default_executor", []),
     # scheduler state
     "_eventloop": _attribute(_scheduler, "AsyncIOScheduler()", "_eventloop", type(None)),
@@ -188,6 +233,11 @@ INTERNALS: dict[str, Callable[[], str | None]] = {
     "_scheduler": _attribute(_started_executor, "started executor", "_scheduler", BaseScheduler),
     "_pool": _pool_size,
     "_max_workers": _pool_size,
+    # job stores: a started store knows its scheduler and alias; a pickling store rebuilds
+    # each job through _reconstitute_job, which keep_unloadable wraps
+    "_alias": _attribute(_started_store, "started MemoryJobStore", "_alias", str),
+    "_reconstitute_job": _method(SQLAlchemyJobStore, "_reconstitute_job", ["job_state"]),
+    "Job.__getstate__": _job_state,
     # Quart and aiosqlite
     "_cv_app": _cv_app,
     "_thread": _aiosqlite_thread,
@@ -199,6 +249,7 @@ async def test_every_internal_the_package_uses_is_there() -> None:
     scheduler.start()
     try:
         _STARTED["executor"] = scheduler._lookup_executor("default")
+        _STARTED["store"] = scheduler._lookup_jobstore("default")
         await asyncio.sleep(0)
         problems = []
         for name, check in INTERNALS.items():
@@ -215,18 +266,37 @@ async def test_every_internal_the_package_uses_is_there() -> None:
 
 
 def _names_in_package() -> tuple[set[str], set[str]]:
-    """Private attribute names the package reads, and those it defines itself."""
+    """Private attribute names the package reads, and those it defines itself.
+
+    Assigning ``self._x`` or ``cls._x`` defines a name; assigning ``obj._x`` on another
+    object (a job, a job store) uses that object's. ``getattr(obj, "_x")`` is a use.
+    """
     used: set[str] = set()
     defined: set[str] = set()
     for path in PACKAGE.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
-                if not node.attr.startswith("__"):
-                    (defined if isinstance(node.ctx, ast.Store) else used).add(node.attr)
+                if node.attr.startswith("__"):
+                    continue
+                own = isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")
+                if isinstance(node.ctx, ast.Store) and own:
+                    defined.add(node.attr)
+                else:
+                    used.add(node.attr)
             elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 defined.add(node.name)
             elif isinstance(node, ast.ImportFrom) and node.level == 0:
                 used.update(a.name for a in node.names if a.name.startswith("_"))
+            elif (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("getattr", "hasattr", "setattr")
+                and len(node.args) >= 2
+                and isinstance(node.args[1], ast.Constant)
+                and str(node.args[1].value).startswith("_")
+                and not str(node.args[1].value).startswith("__")
+            ):
+                used.add(str(node.args[1].value))
     return used, defined
 
 
