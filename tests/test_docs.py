@@ -21,8 +21,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from quart import Quart
 
+from quart_sched import APScheduler
 from quart_sched._config import KEYS
+from quart_sched._openapi import openapi_document
 
 ROOT = Path(__file__).parent.parent
 DOCS = ROOT / "docs"
@@ -78,6 +81,114 @@ def test_config_reference_lists_every_key_as_the_code_defines_it() -> None:
     for key, (kind, default, meaning) in KEYS.items():
         row = f"| `{key}` | `{kind.replace('|', chr(92) + '|')}` | `{default}` | {meaning} |"
         assert row in text, f"docs/reference/config.md: no row {row!r}"
+
+
+REST_REFERENCE = DOCS / "reference" / "rest-api.md"
+TABLE_START = "<!-- routes: generated from the app by `python tests/test_docs.py`; do not edit -->"
+TABLE_END = "<!-- end of routes -->"
+#: Flask-APScheduler's routes, by view name; the app's other routes are quart_sched's own.
+FLASK_APSCHEDULER_VIEWS = (
+    *("get_scheduler_info", "pause_scheduler", "resume_scheduler", "start_scheduler"),
+    *("shutdown_scheduler", "add_job", "get_jobs", "get_job", "update_job", "delete_job"),
+    *("pause_job", "resume_job", "run_job"),
+)
+
+
+def _slug(heading: str) -> str:
+    # Python-Markdown's toc slugify, which MkDocs uses for heading anchors
+    text = re.sub(r"[^\w\s-]", "", heading.replace("`", "")).strip().lower()
+    return re.sub(r"[-\s]+", "-", text)
+
+
+def _sections(text: str) -> list[tuple[str, str]]:
+    """(heading, body) of each section of a page."""
+    parts = re.split(r"^#{2,4} (.+)$", text, flags=re.MULTILINE)
+    return list(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def route_table() -> str:
+    """The route table of docs/reference/rest-api.md, from the routes the app serves and
+    the status codes its OpenAPI document declares."""
+    app = Quart("route_table")
+    app.config.update(SCHEDULER_API_ENABLED=True, SCHEDULER_HISTORY=False)
+    ext = APScheduler(app=app)
+    operations = {
+        (method.upper(), path): operation
+        for path, item in openapi_document(ext.api_prefix)["paths"].items()
+        for method, operation in item.items()
+        if isinstance(operation, dict) and "responses" in operation
+    }
+    text = REST_REFERENCE.read_text(encoding="utf-8")
+    # The sections that describe routes, the generated table left out.
+    text = re.sub(f"{re.escape(TABLE_START)}.*?{re.escape(TABLE_END)}", "", text, flags=re.S)
+    sections = _sections(text)
+    rows = ["| method and path | view name | success | other answers |", "|---|---|---|---|"]
+    for rule in app.url_map.iter_rules():
+        if not rule.endpoint.startswith(ext.endpoint_prefix):
+            continue
+        view = rule.endpoint.removeprefix(ext.endpoint_prefix)
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            operation = operations[(method, re.sub(r"<(\w+)>", r"{\1}", rule.rule))]
+            assert operation["operationId"] == view, (rule.rule, method)
+            route = f"{method} {rule.rule.replace('<job_id>', '<id>')}"
+            # Link to the route's own section, else to the first section that names it.
+            anchor = next(
+                (_slug(h) for h, _ in sections if h.startswith(f"`{route}")),
+                next((_slug(h) for h, body in sections if f"`{route}`" in body), None),
+            )
+            assert anchor, f"docs/reference/rest-api.md has no section on {route}"
+            success, other = [], []
+            for code, response in operation["responses"].items():
+                if code.startswith("2"):
+                    text = response["description"]
+                    success.append(
+                        code if code == "204" else f"{code} {text[0].lower()}{text[1:]}"
+                    )
+                else:
+                    other.append(code)
+            rows.append(
+                f"| [`{route}`](#{anchor}) | `{view}` | {'; '.join(success)} | "
+                f"{', '.join(sorted(other))} |"
+            )
+    own = len(rows) - 2 - len(FLASK_APSCHEDULER_VIEWS)
+    return "\n".join(
+        [
+            TABLE_START,
+            "",
+            *rows,
+            "",
+            f"The first {len(FLASK_APSCHEDULER_VIEWS)} are Flask-APScheduler's, with the same "
+            "paths, methods, view names and",
+            f"success codes. The other {own} are quart_sched's own. Every `GET` route also "
+            "answers `HEAD`.",
+            "",
+            TABLE_END,
+        ]
+    )
+
+
+def _write_route_table() -> None:
+    text = REST_REFERENCE.read_text(encoding="utf-8")
+    start, end = text.index(TABLE_START), text.index(TABLE_END) + len(TABLE_END)
+    REST_REFERENCE.write_text(text[:start] + route_table() + text[end:], encoding="utf-8")
+
+
+def test_rest_reference_lists_every_route_the_app_serves() -> None:
+    text = REST_REFERENCE.read_text(encoding="utf-8")
+    assert route_table() in text, (
+        "docs/reference/rest-api.md's route table differs from the routes the app serves: "
+        "run `python tests/test_docs.py` to regenerate it"
+    )
+    # The counts in prose: Flask-APScheduler's routes, and how many quart_sched adds.
+    app = Quart("route_count")
+    app.config.update(SCHEDULER_API_ENABLED=True, SCHEDULER_HISTORY=False)
+    ext = APScheduler(app=app)
+    own = sum(
+        len(rule.methods - {"HEAD", "OPTIONS"})
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint.startswith(ext.endpoint_prefix)
+    ) - len(FLASK_APSCHEDULER_VIEWS)
+    assert f"Flask-APScheduler's 13 HTTP routes and {own} of its own" in text
 
 
 def test_every_doc_page_is_in_the_site_navigation() -> None:
@@ -160,3 +271,7 @@ def test_docstring_reference_covers_the_public_api() -> None:
         shown = f"::: quart_sched.{name}\n" in text or f"`{name}`" in text
         assert shown, f"docs/reference/docstrings.md does not document quart_sched.{name}"
     assert "::: quart_sched.auth\n" in text  # renders every name of quart_sched.auth.__all__
+
+
+if __name__ == "__main__":
+    _write_route_table()
