@@ -415,6 +415,26 @@ async def test_scheduler_info_shows_allowed_hosts(app: Quart, served: APSchedule
     assert info["allowed_hosts"] == ["*", "web-2"]
 
 
+@pytest.mark.parametrize("api_config", [{"SCHEDULER_SHUTDOWN_TIMEOUT": 0.2}])
+async def test_shutdown_without_wait_leaves_running_jobs_running(
+    app: Quart, served: APScheduler
+) -> None:
+    # With wait (the default), a job still running after SCHEDULER_SHUTDOWN_TIMEOUT is
+    # cancelled; {"wait": false} leaves it alone.
+    steps: list[str] = []
+
+    async def slow() -> None:
+        steps.append("started")
+        await asyncio.sleep(0.6)
+        steps.append("finished")
+
+    served.add_job("slow", slow, trigger="date")
+    await wait_until(lambda: steps)
+    response = await app.test_client().post("/scheduler/shutdown", data='{"wait": false}')
+    assert response.status_code == 204
+    await wait_until(lambda: "finished" in steps, timeout=3)
+
+
 async def test_scheduler_start_shutdown_pause_resume(app: Quart, served: APScheduler) -> None:
     client = app.test_client()
     response = await client.post("/scheduler/start")

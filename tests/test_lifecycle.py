@@ -92,6 +92,46 @@ async def test_start_paused_runs_nothing_until_resumed(app: Quart, scheduler: AP
         await wait_until(lambda: fired)
 
 
+def test_start_paused_before_serving_starts_paused(app: Quart, scheduler: APScheduler) -> None:
+    fired: list[int] = []
+    scheduler.add_job("j", lambda: fired.append(1), trigger="interval", seconds=0.02)
+    scheduler.start(paused=True)  # no loop yet: the start waits for serving, paused
+
+    async def serve() -> None:
+        async with app.test_app():
+            assert scheduler.state == STATE_PAUSED
+            await asyncio.sleep(0.1)
+            assert fired == []
+            scheduler.resume()
+            await wait_until(lambda: fired)
+
+    asyncio.run(serve())
+
+
+def test_serving_again_restarts_the_scheduler_paused_as_it_was(
+    app: Quart, scheduler: APScheduler
+) -> None:
+    fired: list[int] = []
+    scheduler.add_job("j", lambda: fired.append(1), trigger="interval", seconds=0.02)
+    scheduler.start()
+
+    async def serve_and_pause() -> None:
+        async with app.test_app():
+            assert scheduler.state == STATE_RUNNING
+            await wait_until(lambda: fired)
+            scheduler.pause()
+
+    async def serve_again() -> None:
+        async with app.test_app():
+            assert scheduler.state == STATE_PAUSED
+            count = len(fired)
+            await asyncio.sleep(0.1)
+            assert len(fired) == count
+
+    asyncio.run(serve_and_pause())
+    asyncio.run(serve_again())
+
+
 async def test_start_twice_is_an_error(scheduler: APScheduler) -> None:
     scheduler.start()
     with pytest.raises(SchedulerAlreadyRunningError):
