@@ -13,30 +13,28 @@ import re
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from apscheduler.events import EVENT_ALL
-from apscheduler.jobstores.base import ConflictingIdError
 from apscheduler.schedulers.base import STATE_PAUSED
 from apscheduler.util import obj_to_ref
 
-from . import _json
 from ._config import (
     DEFAULT_API_PREFIX,
     DEFAULT_ENDPOINT_PREFIX,
     SchedulerConfig,
     load_config,
 )
-from ._describe import describe_trigger
 from ._history import RunHistory, RunPage
 from ._jobs import fix_job_def, pop_trigger
-from ._scheduler import QuartScheduler, load_error
+from ._scheduler import QuartScheduler
+from ._service import SchedulerService
+from ._stores import store_error
 from .errors import (
     FunctionNotAllowedError,
     HistoryUnavailableError,
     JobLookupError,
-    JobStoreUnavailableError,
     QuartSchedError,
     SchedulerAlreadyRunningError,
     SchedulerNotRunningError,
@@ -54,10 +52,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
 #: The keys of a job's ``last_run`` in the API's job JSON.
-LAST_RUN_KEYS = ("run_id", "outcome", "started_at", "finished_at", "duration", "error")
 
 # Packages whose exceptions mean "the job store cannot be reached", not "bad request".
-_STORE_ERROR_MODULES = ("sqlalchemy", "sqlite3", "redis", "pymongo", "psycopg", "kazoo", "etcd")
 
 
 class Plan(enum.Enum):
@@ -136,6 +132,8 @@ class APScheduler:
         self._host_name = socket.gethostname().lower()
         self._authentication_callback: Callable[..., Any] | None = None
         self._serving = ServingPlan()
+        #: What the REST API, the dashboard and the CLI call (job JSON, validation, ...).
+        self.service = SchedulerService(self)
         self._config: SchedulerConfig | None = None
         self._api_functions: set[str] = set()
         self.allowed_hosts: list[str] = ["*"]
@@ -510,7 +508,7 @@ class APScheduler:
         except QuartSchedError:
             raise
         except Exception as exc:
-            error = _store_error(exc)
+            error = store_error(exc)
             if error is exc:
                 raise
             raise error from exc
@@ -638,85 +636,27 @@ class APScheduler:
         patterns = list(self._config.api_allowed_funcs) if self._config else []
         return {"functions": sorted(self._api_functions), "patterns": patterns}
 
+    # the service behind the REST API, the dashboard and the CLI -------------------------
+
     async def jobs_to_dicts(self, jobs: list[Job]) -> list[dict[str, Any]]:
-        """Jobs as ``GET /jobs`` lists them: :meth:`job_to_dict` and ``last_run``, a summary
-        of each job's latest recorded run (null if none, or if history is unavailable)."""
-        data = [self.job_to_dict(job) for job in jobs]
-        last: dict[str, dict[str, Any]] = {}
-        if self.history is not None and data:
-            # Unavailable history: the jobs are still worth showing; the runs say why.
-            with contextlib.suppress(HistoryUnavailableError):
-                last = await self.get_last_runs([item["id"] for item in data])
-        for item in data:
-            run = last.get(item["id"])
-            item["last_run"] = None if run is None else {key: run[key] for key in LAST_RUN_KEYS}
-        return data
+        """Jobs as ``GET /jobs`` lists them (see :class:`SchedulerService`)."""
+        return await self.service.jobs_to_dicts(jobs)
 
     def job_to_dict(self, job: Job) -> dict[str, Any]:
-        """A job as the REST API shows it (Flask-APScheduler's keys and order)."""
-        data = _json.job_to_dict(
-            job, self._scheduler.job_defaults, datetime.now(self._scheduler.timezone)
-        )
-        data["running_instances"] = self._scheduler.running_instances(job.id)
-        data["trigger_description"] = describe_trigger(job.trigger)
-        data["load_error"] = load_error(job)
-        return data
+        """A job as the REST API shows it (Flask-APScheduler's keys and order, then ours)."""
+        return self.service.job_to_dict(job)
 
     def next_run_times(self, job: Job, n: int, after: datetime | None = None) -> list[datetime]:
-        """The next ``n`` fire times of ``job``'s trigger, in the trigger's time zone; a
-        paused job's are those it would have if resumed now.
+        """The next ``n`` fire times of ``job``, after ``after`` (default: now)::
 
-        With ``after``, the fire times after that instant instead (a naive ``after`` is in
-        the scheduler's time zone), e.g. to check a coming DST night::
-
-            scheduler.next_run_times(job, 3, after=datetime(2026, 10, 31, 12, 0))
+        scheduler.next_run_times(job, 3, after=datetime(2026, 10, 31, 12, 0))
         """
-        now = datetime.now(self._scheduler.timezone)
-        times: list[datetime] = []
-        previous = None
-        try:
-            if after is None:
-                scheduled = getattr(job, "next_run_time", None)  # a pending job has none yet
-                current = scheduled or job.trigger.get_next_fire_time(None, now)
-            else:
-                if after.tzinfo is None:
-                    after = after.replace(tzinfo=self._scheduler.timezone)
-                # Strictly after it; in UTC, since wall-clock arithmetic ignores DST.
-                start = after.astimezone(timezone.utc) + timedelta(microseconds=1)
-                current = job.trigger.get_next_fire_time(None, start)
-        except Exception:  # a trigger APScheduler cannot compute (a date past 9999)
-            return times
-        while current is not None and len(times) < n:
-            times.append(current)
-            previous = current
-            try:
-                current = job.trigger.get_next_fire_time(previous, previous)
-            except Exception:  # the calendar ends at year 9999; custom triggers may raise
-                break
-            # In UTC: datetimes sharing a tzinfo compare by wall time, and an hour repeated
-            # at the end of DST would look like going backwards.
-            if current is not None and _utc(current) <= _utc(previous):
-                break
-        return times
+        return self.service.next_run_times(job, n, after)
 
     async def offload(self, func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        """Call a scheduler method without blocking the loop on job-store I/O.
-
-        Runs it directly when every job store is in memory, in a worker thread
-        otherwise. A store that cannot be reached raises
-        :class:`JobStoreUnavailableError`.
-        """
-        try:
-            if self._scheduler.memory_only:
-                return func(*args, **kwargs)
-            return await asyncio.to_thread(func, *args, **kwargs)
-        except (QuartSchedError, LookupError, ConflictingIdError, ValueError, TypeError):
-            raise
-        except Exception as exc:
-            error = _store_error(exc)
-            if error is exc:
-                raise
-            raise error from exc
+        """Call a scheduler method without blocking the loop on job-store I/O; a store
+        that cannot be reached raises :class:`JobStoreUnavailableError`."""
+        return await self.service.offload(func, *args, **kwargs)
 
     # run history --------------------------------------------------------------------
 
@@ -801,17 +741,3 @@ def _resolve_reference(ref: str) -> Any:
                 "func", f"func {ref!r} cannot be found: {module_name} has no {qualname!r}"
             ) from None
     return target
-
-
-def _utc(value: datetime) -> datetime:
-    return value.astimezone(timezone.utc)
-
-
-def _store_error(exc: Exception) -> Exception:
-    """``exc`` as :class:`JobStoreUnavailableError` when a job store's driver raised it."""
-    if isinstance(exc, OSError) or type(exc).__module__.startswith(_STORE_ERROR_MODULES):
-        cause = getattr(exc, "orig", None) or exc  # SQLAlchemy's wraps the driver's
-        return JobStoreUnavailableError(
-            f"the job store cannot be reached ({type(cause).__name__}); try again later"
-        )
-    return exc

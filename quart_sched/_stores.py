@@ -25,6 +25,8 @@ from typing import Any, TypeVar
 from apscheduler.jobstores.base import BaseJobStore
 from apscheduler.jobstores.memory import MemoryJobStore
 
+from .errors import JobStoreUnavailableError
+
 T = TypeVar("T")
 
 #: The job store methods of APScheduler 3's BaseJobStore that do I/O.
@@ -149,3 +151,17 @@ def unwrap(store: Any) -> Any:
 def is_persistent(store: Any) -> bool:
     """True for stores whose calls may block (anything but a memory store)."""
     return not isinstance(unwrap(store), MemoryJobStore)
+
+
+#: Packages whose exceptions mean "the job store cannot be reached", not "bad request".
+STORE_ERROR_MODULES = ("sqlalchemy", "sqlite3", "redis", "pymongo", "psycopg", "kazoo", "etcd")
+
+
+def store_error(exc: Exception) -> Exception:
+    """``exc`` as :class:`JobStoreUnavailableError` when a job store's driver raised it."""
+    if isinstance(exc, OSError) or type(exc).__module__.startswith(STORE_ERROR_MODULES):
+        cause = getattr(exc, "orig", None) or exc  # SQLAlchemy's wraps the driver's
+        return JobStoreUnavailableError(
+            f"the job store cannot be reached ({type(cause).__name__}); try again later"
+        )
+    return exc

@@ -1,8 +1,9 @@
 """The REST API: Flask-APScheduler's 13 routes, as async handlers, plus a few read-only ones.
 
 Every route goes through :func:`_guarded`, the one place that applies auth, refuses
-cross-site browser writes and maps errors to status codes. Handlers only call the
-extension's public methods.
+cross-site browser writes and maps errors to status codes. Handlers translate HTTP to the
+calls of the extension's :class:`~quart_sched._service.SchedulerService` (what the CLI and
+the dashboard call too) and back; the API's rules live there, not here.
 """
 
 from __future__ import annotations
@@ -199,8 +200,8 @@ def _guarded(ext: APScheduler, view: View) -> View:
             return error(403, str(exc))
         except JobLookupError:
             return error(404, f"Job {kwargs.get('job_id')!r} not found")
-        except ConflictingIdError:
-            return error(409, "a job with this id already exists")
+        except ConflictingIdError as exc:  # APScheduler's message names the id
+            return error(409, str(exc.args[0]) if exc.args else "the job id is taken")
         except JobNotLoadableError as exc:
             return error(409, str(exc))
         except (JobStoreUnavailableError, HistoryUnavailableError) as exc:
@@ -223,33 +224,6 @@ def register_api(ext: APScheduler, app: Quart) -> None:
         from ._dashboard import register_dashboard
 
         register_dashboard(ext, app, _guarded)  # same auth and cross-site refusal
-
-
-async def _jobs_json(ext: APScheduler, jobs: list[Any]) -> list[dict[str, Any]]:
-    """Jobs as JSON, each with a summary of its last recorded run (null if none)."""
-    return await ext.jobs_to_dicts(jobs)
-
-
-async def _job_json(ext: APScheduler, job_id: str, status: int = 200) -> Response:
-    job = await ext.offload(ext.get_job, job_id)
-    if job is None:
-        raise JobLookupError(job_id)
-    return json_response((await _jobs_json(ext, [job]))[0], status)
-
-
-async def _written_job_json(ext: APScheduler, job: Any) -> Response:
-    """The job a write returned, as it was right after the write. Not read again: by then
-    the scheduler may have run it and removed it (a date trigger due now), and a write that
-    took effect must not answer 404."""
-    return json_response((await _jobs_json(ext, [job]))[0])
-
-
-def _import_error(exc: Exception, func: str | None) -> ValidationError:
-    if func is not None and isinstance(exc, LookupError):
-        return ValidationError("func", f"func {func!r} cannot be imported: {exc}")
-    if isinstance(exc, ValueError) and "argument" in str(exc):  # APScheduler's signature check
-        return ValidationError("args", f"args and kwargs do not fit the function: {exc}")
-    return ValidationError("body", str(exc))
 
 
 # ------------------------------------------------------------------------------ views
@@ -315,169 +289,50 @@ async def shutdown_scheduler(ext: APScheduler) -> Response:
     return no_content()
 
 
-#: Fire times probed to find how often a trigger fires (cron gaps repeat within a few).
-FIRE_PROBES = 20
-
-
-def _check_fires(ext: APScheduler, spec: dict[str, Any]) -> None:
-    """Refuse a trigger that never fires (``day: 31, month: 2``, an end in the past), one
-    that fires more often than ``SCHEDULER_API_MIN_INTERVAL``, and one APScheduler
-    cannot compute: whatever building or probing it raises is the client's input at fault."""
-    if "trigger" not in spec:
-        return
-    trigger_name, trigger_args = _jobs.pop_trigger(dict(spec))
-    try:
-        trigger = ext.scheduler.make_trigger(trigger_name, trigger_args)
-        first = trigger.get_next_fire_time(None, datetime.now(ext.scheduler.timezone))
-    except Exception as exc:  # e.g. CronTrigger's IndexError for a start_date in 9999
-        raise _uncomputable(trigger_args, exc) from None
-    if first is None:
-        raise ValidationError("trigger", "this trigger never fires: check its fields and dates")
-    grace = spec.get("misfire_grace_time", ext.scheduler.job_defaults["misfire_grace_time"])
-    if trigger_name == "date" and grace is not None:
-        late = datetime.now(timezone.utc) - first
-        if late.total_seconds() > grace:
-            raise ValidationError(
-                "run_date",
-                f"run_date is {late} in the past, beyond misfire_grace_time ({grace} s): "
-                "the run would be dropped as missed",
-            )
-    if trigger_name != "date":
-        _check_min_interval(ext, trigger_name, trigger_args, trigger, first)
-
-
-def _uncomputable(trigger_args: dict[str, Any], exc: Exception) -> ValidationError:
-    dates = [name for name in _jobs.DATE_FIELDS if name in trigger_args]
-    hint = f"check {' and '.join(dates)}" if dates else "check its fields"
-    return ValidationError(
-        "trigger",
-        f"trigger: when this trigger fires cannot be computed ({type(exc).__name__}: {exc}); "
-        f"{hint}",
-    )
-
-
-def _check_min_interval(
-    ext: APScheduler, name: str, args: dict[str, Any], trigger: Any, first: datetime
-) -> None:
-    floor = ext.api_min_interval
-    if floor <= 0:
-        return
-    if name == "interval":
-        # The client's numbers, not the trigger's: APScheduler turns 1e-300 s into 1 s.
-        gap = _json.interval_seconds(args)
-        fields = [unit for unit in _json.INTERVAL_UNITS if unit in args]
-    else:
-        gap = math.inf
-        previous = first
-        try:
-            for _ in range(FIRE_PROBES):
-                try:
-                    following = trigger.get_next_fire_time(previous, previous)
-                except OverflowError:  # the calendar ends at year 9999: no later fire
-                    break
-                if following is None or following <= previous:
-                    break
-                gap = min(gap, (following - previous).total_seconds())
-                previous = following
-        except Exception as exc:
-            raise _uncomputable(args, exc) from None
-        fields = [field for field in _json.CRON_FIELDS if field in args]
-    if gap < floor:
-        field = fields[-1] if fields else "trigger"  # the finest unit given
-        raise ValidationError(
-            field,
-            f"{field}: this trigger would fire every {gap:g} s, more often than the API allows "
-            f"(SCHEDULER_API_MIN_INTERVAL = {floor:g} s)",
-        )
-
-
 async def add_job(ext: APScheduler) -> Response:
-    spec = _json.parse_job_body(await read_json(), tz=ext.scheduler.timezone)
-    _check_fires(ext, spec)
-    ref = spec["func"]
-    # The resolved function, never the client's string: APScheduler's ref_to_obj would
-    # import a submodule the string names.
-    spec["func"] = await ext.resolve_api_function(ref)
-    try:
-        job = await ext.offload(ext.add_job, **spec)
-    except ConflictingIdError:
-        return error(409, f"Job {spec['id']!r} already exists")
-    except (LookupError, ValueError, TypeError, ArithmeticError) as exc:
-        raise _import_error(exc, ref) from None
-    return json_response((await _jobs_json(ext, [job]))[0])
+    return json_response(await ext.service.add_job(await read_json()))
 
 
 async def get_job(ext: APScheduler, job_id: str) -> Response:
-    return await _job_json(ext, job_id)
+    return json_response(await ext.service.get_job(job_id))
 
 
 async def get_jobs(ext: APScheduler) -> Response:
-    jobs = await ext.offload(ext.get_jobs)
-    return json_response(await _jobs_json(ext, jobs))
+    return json_response(await ext.service.get_jobs())
 
 
 async def delete_job(ext: APScheduler, job_id: str) -> Response:
-    await ext.offload(ext.remove_job, job_id)
+    await ext.service.remove_job(job_id)
     return no_content()
 
 
 async def update_job(ext: APScheduler, job_id: str) -> Response:
-    changes = _json.parse_job_body(
-        await read_json(), tz=ext.scheduler.timezone, partial=True, url_id=job_id
-    )
-    changes.pop("id", None)
-    _check_fires(ext, changes)
-    ref = changes.get("func")
-    if ref is not None:
-        changes["func"] = await ext.resolve_api_function(ref)
-    if not changes:
-        return await _job_json(ext, job_id)
-    try:
-        job = await ext.offload(ext.modify_job, job_id, **changes)
-    except (LookupError, ValueError, TypeError, ArithmeticError) as exc:
-        if isinstance(exc, (JobLookupError, ConflictingIdError)):
-            raise
-        raise _import_error(exc, ref) from None
-    return await _written_job_json(ext, job)
+    return json_response(await ext.service.modify_job(job_id, await read_json()))
 
 
 async def pause_job(ext: APScheduler, job_id: str) -> Response:
-    return await _written_job_json(ext, await ext.offload(ext.pause_job, job_id))
+    return json_response(await ext.service.pause_job(job_id))
 
 
 async def resume_job(ext: APScheduler, job_id: str) -> Response:
-    job = await ext.offload(ext.resume_job, job_id)
-    if job is None:  # its schedule had ended and resuming removed it: Flask-APScheduler's null
-        return json_response(None)
-    return await _written_job_json(ext, job)
+    return json_response(await ext.service.resume_job(job_id))
 
 
 async def run_job(ext: APScheduler, job_id: str) -> Response:
     wait = request.args.get("wait", "true").lower() not in ("false", "0", "no")
-    if not ext.running:
-        # Asked before the lookup: once shut down, APScheduler looks jobs up among the
-        # pending ones only, so a job of a persistent store would seem not to exist.
-        raise ValidationError("state", NOT_RUNNING)
-    job = await ext.offload(ext.get_job, job_id)
-    if job is None:
-        raise JobLookupError(job_id)
     try:
-        future = ext.submit_run(job)
-    except SchedulerNotRunningError:
-        raise ValidationError("state", NOT_RUNNING) from None
-    except MaxInstancesReachedError:
-        return error(
-            409, f"Job {job_id!r} is already running its max_instances ({job.max_instances}) times"
-        )
+        job, future = await ext.service.start_run(job_id)
+    except MaxInstancesReachedError as exc:
+        return error(409, f"Job {job_id!r} is already running its max_instances times: {exc}")
     if not wait:
-        return json_response((await _jobs_json(ext, [job]))[0], 202)
+        return json_response((await ext.jobs_to_dicts([job]))[0], 202)
     try:
         await asyncio.wait_for(asyncio.shield(future), timeout=ext.api_run_timeout)
     except asyncio.TimeoutError:
-        return json_response((await _jobs_json(ext, [job]))[0], 202)  # it goes on
+        return json_response((await ext.jobs_to_dicts([job]))[0], 202)  # it goes on
     except Exception as exc:  # the job's own failure, already logged by the executor
         return error(500, f"Job {job_id!r} failed: {type(exc).__name__}: {exc}")
-    return await _job_json(ext, job_id)
+    return json_response(await ext.service.get_job(job_id))
 
 
 async def get_functions(ext: APScheduler) -> Response:
@@ -497,9 +352,7 @@ async def get_next_run_times(ext: APScheduler, job_id: str) -> Response:
             after = _jobs.parse_datetime(raw_after, "after")
         except ValueError as exc:
             raise ValidationError("after", str(exc)) from None
-    job = await ext.offload(ext.get_job, job_id)
-    if job is None:
-        raise JobLookupError(job_id)
+    job = await ext.service.find_job(job_id)
     times: list[datetime] = ext.next_run_times(job, int(raw), after)
     return json_response({"id": job.id, "next_run_times": [_json.isoformat(t) for t in times]})
 
