@@ -19,6 +19,7 @@ from .errors import (
     JobNotStorableError,
     QuartSchedError,
     SchedulerAlreadyRunningError,
+    SchedulerAPIError,
     SchedulerNotRunningError,
 )
 
@@ -38,6 +39,7 @@ __all__ = [
     "QuartScheduler",
     "RunHistory",
     "RunPage",
+    "SchedulerAPIError",
     "SchedulerAlreadyRunningError",
     "SchedulerNotRunningError",
 ]

@@ -32,7 +32,9 @@ from .errors import (
     JobNotLoadableError,
     JobStoreUnavailableError,
     MaxInstancesReachedError,
+    QuartSchedError,
     SchedulerAlreadyRunningError,
+    SchedulerAPIError,
     SchedulerNotRunningError,
     ValidationError,
 )
@@ -180,39 +182,64 @@ def _guarded(ext: APScheduler, view: View) -> View:
     async def guarded(**kwargs: Any) -> Response:
         trusted = ext.api_trusted_hosts
         if trusted is not None and not _host_trusted(trusted):
-            return error(
+            raise SchedulerAPIError(
                 400, f"host {request.host!r} is not trusted: see SCHEDULER_API_TRUSTED_HOSTS"
             )
         if ext.auth is not None:
             credentials = ext.auth.get_authorization()
             if credentials is None or not await ext.check_credentials(credentials):
+                # Flask-APScheduler's plain-text answer, kept as it is for its clients.
                 response = Response("Access Denied", status=401)
                 response.headers["WWW-Authenticate"] = ext.auth.get_authenticate_header()
                 return response
         if request.method in UNSAFE_METHODS and _cross_site():
-            return error(403, "cross-site request refused: call the API from the same origin")
+            raise SchedulerAPIError(
+                403, "cross-site request refused: call the API from the same origin"
+            )
         try:
             return await view(ext, **kwargs)
-        except ValidationError as exc:
-            # "field" lets a form put the message next to the input at fault.
-            return json_response({"error_message": str(exc), "field": exc.field}, 400)
-        except FunctionNotAllowedError as exc:
-            return error(403, str(exc))
-        except JobLookupError:
-            return error(404, f"Job {kwargs.get('job_id')!r} not found")
-        except ConflictingIdError as exc:  # APScheduler's message names the id
-            return error(409, str(exc.args[0]) if exc.args else "the job id is taken")
-        except JobNotLoadableError as exc:
-            return error(409, str(exc))
-        except (JobStoreUnavailableError, HistoryUnavailableError) as exc:
-            return error(503, str(exc))
+        except QuartSchedError as exc:
+            if isinstance(exc, SchedulerAPIError):
+                raise
+            raise api_error(exc, kwargs.get("job_id")) from exc
+        except (JobLookupError, ConflictingIdError, MaxInstancesReachedError) as exc:
+            raise api_error(exc, kwargs.get("job_id")) from exc
 
     return guarded
+
+
+def api_error(exc: Exception, job_id: str | None = None) -> SchedulerAPIError:
+    """The one place that maps what went wrong to an HTTP status and message."""
+    if isinstance(exc, ValidationError):
+        # "field" lets a form put the message next to the input at fault.
+        return SchedulerAPIError(400, str(exc), field=exc.field)
+    if isinstance(exc, FunctionNotAllowedError):
+        return SchedulerAPIError(403, str(exc))
+    if isinstance(exc, JobLookupError):
+        return SchedulerAPIError(404, f"Job {job_id!r} not found")
+    if isinstance(exc, ConflictingIdError):  # APScheduler's message names the id
+        return SchedulerAPIError(409, str(exc.args[0]) if exc.args else "the job id is taken")
+    if isinstance(exc, MaxInstancesReachedError):
+        return SchedulerAPIError(
+            409, f"Job {job_id!r} is already running as many times as its max_instances allows"
+        )
+    if isinstance(exc, JobNotLoadableError):
+        return SchedulerAPIError(409, str(exc))
+    if isinstance(exc, (JobStoreUnavailableError, HistoryUnavailableError)):
+        return SchedulerAPIError(503, str(exc))
+    return SchedulerAPIError(500, f"{type(exc).__name__}: {exc}")
+
+
+async def api_error_response(exc: SchedulerAPIError) -> Response:
+    """The default answer to :class:`SchedulerAPIError`: ``{"error_message": ...}``."""
+    return json_response(exc.to_dict(), exc.status)
 
 
 def register_api(ext: APScheduler, app: Quart) -> None:
     """Add the API's routes to ``app`` under ``ext.api_prefix``, and the dashboard's
     (``SCHEDULER_UI_ENABLED``)."""
+    if SchedulerAPIError not in app.error_handler_spec[None][None]:  # the app's own wins
+        app.register_error_handler(SchedulerAPIError, api_error_response)
     for name, rule, method in ROUTES:
         app.add_url_rule(
             ext.api_prefix + rule,
@@ -320,10 +347,7 @@ async def resume_job(ext: APScheduler, job_id: str) -> Response:
 
 async def run_job(ext: APScheduler, job_id: str) -> Response:
     wait = request.args.get("wait", "true").lower() not in ("false", "0", "no")
-    try:
-        job, future = await ext.service.start_run(job_id)
-    except MaxInstancesReachedError as exc:
-        return error(409, f"Job {job_id!r} is already running its max_instances times: {exc}")
+    job, future = await ext.service.start_run(job_id)
     if not wait:
         return json_response((await ext.jobs_to_dicts([job]))[0], 202)
     try:
@@ -331,7 +355,9 @@ async def run_job(ext: APScheduler, job_id: str) -> Response:
     except asyncio.TimeoutError:
         return json_response((await ext.jobs_to_dicts([job]))[0], 202)  # it goes on
     except Exception as exc:  # the job's own failure, already logged by the executor
-        return error(500, f"Job {job_id!r} failed: {type(exc).__name__}: {exc}")
+        raise SchedulerAPIError(
+            500, f"Job {job_id!r} failed: {type(exc).__name__}: {exc}"
+        ) from exc
     return json_response(await ext.service.get_job(job_id))
 
 

@@ -17,6 +17,7 @@ __all__ = [
     "JobStoreUnavailableError",
     "MaxInstancesReachedError",
     "QuartSchedError",
+    "SchedulerAPIError",
     "SchedulerAlreadyRunningError",
     "SchedulerNotRunningError",
     "ValidationError",
@@ -85,3 +86,34 @@ class JobNotLoadableError(QuartSchedError):
         )
         self.job_id = job_id
         self.load_error = load_error
+
+
+class SchedulerAPIError(QuartSchedError):
+    """What a REST API route answers when it refuses a request: ``status`` (400, 403, 404,
+    409, 500, 503), ``message`` (the ``error_message``) and, for a 400, the ``field`` at
+    fault. ``__cause__`` is the error behind it (a :class:`ValidationError`,
+    :class:`JobLookupError`, ...).
+
+    The extension answers it with ``{"error_message": ...}`` JSON. To answer otherwise,
+    register your own handler on the app, after ``init_app``::
+
+        @app.errorhandler(SchedulerAPIError)
+        async def scheduler_api_error(error):
+            return {"error": {"code": error.status, "detail": error.message}}, error.status
+
+    It is not an ``HTTPException``: an app's ``@app.errorhandler(404)`` page for humans
+    never replaces the API's JSON.
+    """
+
+    def __init__(self, status: int, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+
+    def to_dict(self) -> dict[str, str]:
+        """The JSON body: ``error_message``, and ``field`` when one is at fault."""
+        body = {"error_message": self.message}
+        if self.field is not None:
+            body["field"] = self.field
+        return body
