@@ -546,7 +546,7 @@ async def _check(app: Quart, ext: APScheduler, problems: list[str]) -> dict[str,
     return {
         "jobs": len(declared),
         "jobstores": kinds,
-        "history": history.path if history is not None else None,
+        "history": history.location if history is not None else None,
     }
 
 

@@ -26,7 +26,7 @@ from ._config import (
     SchedulerConfig,
     load_config,
 )
-from ._history import RunHistory, RunPage
+from ._history import RunHistory, RunPage, RunRecorder
 from ._jobs import fix_job_def, pop_trigger
 from ._scheduler import QuartScheduler
 from ._service import SchedulerService
@@ -268,8 +268,7 @@ class APScheduler:
                 return
             history = self._scheduler.history
             if history is not None:  # open while the app serves, whatever the scheduler does
-                self._scheduler.keep_history_open = True
-                history.start()
+                history.hold("serving")
             if self.running:
                 return
             paused = self._serving.take_start()
@@ -284,9 +283,8 @@ class APScheduler:
                 return
             self._serving.serving_stopped(self.running, paused=self.state == STATE_PAUSED)
             await self._scheduler.aclose()
-            self._scheduler.keep_history_open = False
             if self._scheduler.history is not None:
-                await self._scheduler.history.aclose()  # after the drain: all recorded
+                await self._scheduler.history.release("serving")  # after the drain
 
         return stop_scheduler
 
@@ -512,16 +510,15 @@ class APScheduler:
             if error is exc:
                 raise
             raise error from exc
-        # While the app serves, the history is open and stays the serving's to close.
-        history = None if self._scheduler.keep_history_open else self._scheduler.history
+        history = self._scheduler.history
         try:
             if history is not None:
-                history.start()
+                history.hold("steering")
             yield self
         finally:
             await self._scheduler.close_stores()
             if history is not None:
-                await history.aclose()  # after the runs: their ends are recorded
+                await history.release("steering")  # after the runs: their ends are recorded
 
     def probe_stores(self) -> dict[str, tuple[str, str | None]]:
         """Inside :meth:`open_stores`: each job store's alias -> (its class name, why it
@@ -661,11 +658,11 @@ class APScheduler:
     # run history --------------------------------------------------------------------
 
     @property
-    def history(self) -> RunHistory | None:
+    def history(self) -> RunRecorder | None:
         """Where runs are recorded (``SCHEDULER_HISTORY``), or None when it is off."""
         return self._scheduler.history
 
-    def _open_history(self) -> RunHistory:
+    def _open_history(self) -> RunRecorder:
         history = self._scheduler.history
         if history is None:
             raise HistoryUnavailableError("run history is off (SCHEDULER_HISTORY = False)")

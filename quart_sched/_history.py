@@ -20,6 +20,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -182,7 +183,74 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-class RunHistory:
+class RunRecorder(ABC):
+    """What the scheduler, the API, the dashboard and the CLI need of a run history.
+
+    :class:`RunHistory` (SQLite, one file per host) is one; a history shared by several
+    hosts (PostgreSQL) is another behind the same methods. Recording is synchronous and
+    cheap, on the loop: it only buffers, and a writer of the recorder's own stores the
+    rows. Reading is async. ``hold``/``release`` keep it open for each part that needs it.
+    """
+
+    @property
+    @abstractmethod
+    def location(self) -> str:
+        """Where runs are kept: a file path, ``":memory:"``, a database URL (no password)."""
+
+    @abstractmethod
+    def started(self, job_id: str, scheduled: datetime | None) -> str:
+        """Record that a run starts now; its run id."""
+
+    @abstractmethod
+    def finished(
+        self,
+        run_id: str,
+        outcome: str,
+        *,
+        error: BaseException | None = None,
+        traceback: str | None = None,
+    ) -> tuple[Any, ...]:
+        """Record how the run ``run_id`` ended; the row recorded."""
+
+    @abstractmethod
+    def not_run(self, job_id: str, scheduled: datetime | None, outcome: str) -> tuple[Any, ...]:
+        """Record a fire that never started (missed, skipped); the row recorded."""
+
+    @abstractmethod
+    def hold(self, holder: str) -> None:
+        """Keep the recorder open for ``holder``."""
+
+    @abstractmethod
+    async def release(self, holder: str) -> None:
+        """``holder`` is done; the last one out writes everything and closes."""
+
+    @abstractmethod
+    def close_now(self) -> None:
+        """Close without the loop (it is stopping or gone)."""
+
+    @abstractmethod
+    async def runs(
+        self,
+        job_id: str | None = None,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        outcome: str | Sequence[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> RunPage:
+        """Runs newest first, of one job or all, filtered by outcome and start time."""
+
+    @abstractmethod
+    async def running(self) -> list[dict[str, Any]]:
+        """The runs under way."""
+
+    @abstractmethod
+    async def last_runs(self, job_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The latest run of each of ``job_ids`` that has one."""
+
+
+class RunHistory(RunRecorder):
     """Records runs in ``path`` (a file, or ``":memory:"``) and answers queries about them.
 
     ``keep_runs`` keeps that many runs per job, ``keep_days`` drops runs older than that
@@ -222,6 +290,11 @@ class RunHistory:
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self._last_retention = 0.0
+        self._holders: set[str] = set()
+
+    @property
+    def location(self) -> str:
+        return self.path
 
     @property
     def pid(self) -> int:
@@ -324,6 +397,25 @@ class RunHistory:
             )
 
     # lifecycle --------------------------------------------------------------------------
+    #
+    # Several parts need the history open, each for its own span: the serving app, a
+    # running scheduler (until its runs are drained), the CLI. Each holds it: the first
+    # hold opens it, the last release writes what is left and closes it.
+
+    def hold(self, holder: str) -> None:
+        """Keep the history open for ``holder`` (opened now if it was not)."""
+        self._holders.add(holder)
+        self.start()
+
+    async def release(self, holder: str) -> None:
+        """``holder`` is done; the last one out writes everything and closes the file."""
+        self._holders.discard(holder)
+        if not self._holders:
+            await self.aclose()
+
+    def held_by(self, holder: str) -> bool:
+        """Whether ``holder`` holds the history open now."""
+        return holder in self._holders
 
     def start(self) -> None:
         """Start the writer on the running loop (it opens the file)."""
@@ -481,6 +573,7 @@ class RunHistory:
     def close_now(self) -> None:
         """Close the file without the loop (it is stopping or gone): what is not written
         yet is lost, and said so."""
+        self._holders.clear()
         writer, self._writer = self._writer, None
         try:
             current = asyncio.current_task()

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from blinker import NamedSignal
     from quart import Quart
 
-    from .._history import RunHistory
+    from .._history import RunRecorder
 
 logger = logging.getLogger("quart_sched")
 
@@ -29,7 +29,7 @@ class Reporting(AsyncIOScheduler):  # type: ignore[misc]
 
     app: Quart | None = None
     #: Where runs are recorded; set by the extension (None: not recorded).
-    history: RunHistory | None = None
+    history: RunRecorder | None = None
     _reports: set[asyncio.Task[None]]
 
     async def report(

@@ -46,6 +46,9 @@ from .wakeup import WakeupLoop, on_loop
 
 logger = logging.getLogger("quart_sched")
 
+#: How a running scheduler holds the run history open (see ``RunHistory.hold``).
+HOLDER = "scheduler"
+
 
 class QuartScheduler(StoresOnly, WakeupLoop, Reporting):
     """An ``AsyncIOScheduler`` that lives on the loop serving a Quart app.
@@ -59,8 +62,6 @@ class QuartScheduler(StoresOnly, WakeupLoop, Reporting):
     _eventloop: asyncio.AbstractEventLoop | None
     #: Seconds running jobs get to finish in :meth:`aclose`.
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
-    #: While True (the app serves), the history stays open when the scheduler stops.
-    keep_history_open = False
 
     def __init__(self, gconfig: Mapping[str, Any] | None = None, **options: Any) -> None:
         self._init_quart_state()
@@ -422,7 +423,7 @@ class QuartScheduler(StoresOnly, WakeupLoop, Reporting):
         self._generation += 1
         self._failing_stores.clear()
         if self.history is not None:
-            self.history.start()
+            self.history.hold(HOLDER)  # released once this run's jobs are drained
         self._starting = True
         try:
             super().start(paused)
@@ -500,8 +501,8 @@ class QuartScheduler(StoresOnly, WakeupLoop, Reporting):
                 batch.pool.shutdown(wait=False)
         if self._generation == generation:  # not started again in the meantime
             self._close_stores(stores)
-            if self.history is not None and not self.keep_history_open and not self._undrained:
-                await self.history.aclose()  # after the drain: interruptions are recorded
+            if self.history is not None and not self._undrained:
+                await self.history.release(HOLDER)  # after the drain: all recorded
         logger.info("Scheduler shut down")
 
     def _keep_memory_jobs(self) -> None:
@@ -540,8 +541,8 @@ class QuartScheduler(StoresOnly, WakeupLoop, Reporting):
         undrained, self._undrained = self._undrained, []
         if undrained:
             await asyncio.gather(*(drain(batch, self.shutdown_timeout) for batch in undrained))
-            if self.history is not None and not self.keep_history_open:
-                await self.history.aclose()
+            if self.history is not None and self.state == STATE_STOPPED:
+                await self.history.release(HOLDER)
         if self._reports:
             await asyncio.wait(set(self._reports), timeout=CANCEL_GRACE)
 
