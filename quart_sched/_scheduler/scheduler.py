@@ -462,15 +462,7 @@ class QuartScheduler(StoresOnly, WakeupLoop, Reporting):
         self.state = STATE_STOPPED
         self._stop_timer()
         loop, self._eventloop = self._eventloop, None
-        with self._executors_lock:
-            batches = []
-            for executor in self._executors.values():
-                if isinstance(executor, QuartExecutor):
-                    batch = executor.detach()
-                    if batch is not None:
-                        batches.append(batch)
-                else:
-                    executor.shutdown(wait=False)
+        batches = self._stop_executors_now()
         with self._jobstores_lock:
             self._keep_memory_jobs()
         stores = list(self._jobstores.values())

@@ -106,6 +106,7 @@ class StoresOnly(AsyncIOScheduler):  # type: ignore[misc]
         self._close_stores(list(self._jobstores.values()))
 
     def _stop_executors_now(self) -> list[Batch]:
+        """Stop every executor taking runs; the runs under way are returned to drain."""
         batches = []
         with self._executors_lock:
             for executor in self._executors.values():
