@@ -219,6 +219,15 @@ async def _job_json(ext: APScheduler, job_id: str, status: int = 200) -> Respons
     job = await ext.offload(ext.get_job, job_id)
     if job is None:
         raise JobLookupError(job_id)
+    return await _written_job_json(ext, job, status)
+
+
+async def _written_job_json(ext: APScheduler, job: Any, status: int = 200) -> Response:
+    """The answer to a write: the job as the write left it, with no second store read.
+
+    (Read back, a store that fails between the write and the read would turn a write
+    that stuck into a 503, which says that nothing changed.)
+    """
     return json_response((await _jobs_json(ext, [job]))[0], status)
 
 
@@ -343,26 +352,26 @@ async def update_job(ext: APScheduler, job_id: str) -> Response:
     _check_fires(ext, changes)
     if "func" in changes:
         ext.check_api_function(changes["func"])
-    if changes:
-        try:
-            await ext.offload(ext.modify_job, job_id, **changes)
-        except (LookupError, ValueError, TypeError, ArithmeticError) as exc:
-            if isinstance(exc, (JobLookupError, ConflictingIdError)):
-                raise
-            raise _import_error(exc, changes.get("func")) from None
-    return await _job_json(ext, job_id)
+    if not changes:
+        return await _job_json(ext, job_id)
+    try:
+        job = await ext.offload(ext.modify_job, job_id, **changes)
+    except (LookupError, ValueError, TypeError, ArithmeticError) as exc:
+        if isinstance(exc, (JobLookupError, ConflictingIdError)):
+            raise
+        raise _import_error(exc, changes.get("func")) from None
+    return await _written_job_json(ext, job)
 
 
 async def pause_job(ext: APScheduler, job_id: str) -> Response:
-    await ext.offload(ext.pause_job, job_id)
-    return await _job_json(ext, job_id)
+    return await _written_job_json(ext, await ext.offload(ext.pause_job, job_id))
 
 
 async def resume_job(ext: APScheduler, job_id: str) -> Response:
     job = await ext.offload(ext.resume_job, job_id)
     if job is None:  # its schedule had ended and resuming removed it: Flask-APScheduler's null
         return json_response(None)
-    return await _job_json(ext, job_id)
+    return await _written_job_json(ext, job)
 
 
 async def run_job(ext: APScheduler, job_id: str) -> Response:
