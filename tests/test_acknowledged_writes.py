@@ -42,6 +42,7 @@ import pytest
 from apscheduler.events import EVENT_JOB_EXECUTED, JobExecutionEvent
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from quart import Quart
+from sqlalchemy.exc import OperationalError
 from test_resilience import pg_table, pg_url, terminate_backends  # noqa: F401  # fixtures
 
 from quart_sched import APScheduler
@@ -437,3 +438,60 @@ async def test_acknowledged_writes_survive_a_flapping_store(rig: Rig) -> None:
         if since is not None and since < when < (until or end)
     ]
     assert not late, f"fired after an acknowledged pause or delete: {late} {where}"
+
+
+class FailsAfterEachWrite(SQLAlchemyJobStore):  # type: ignore[misc]
+    """A real SQLite store whose first read after each write fails, as when the store
+    goes out right after it took a write."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.armed = False
+        self.fail_next_read = False
+
+    def update_job(self, job: Any) -> None:
+        super().update_job(job)
+        self.fail_next_read = self.armed
+
+    def lookup_job(self, job_id: str) -> Any:
+        if self.fail_next_read:
+            self.fail_next_read = False
+            raise OperationalError("SELECT", {}, sqlite3.OperationalError("database is locked"))
+        return super().lookup_job(job_id)
+
+
+async def test_a_write_that_stuck_is_acknowledged_though_the_store_fails_after_it(
+    tmp_path: Path,
+) -> None:
+    """The answer to a write comes from the job it wrote: a 503 would say that nothing
+    changed when the change is in the store."""
+    store = FailsAfterEachWrite(url=f"sqlite:///{tmp_path / 'jobs.sqlite'}")
+    app = Quart(f"ack_writes_{next(_names)}")
+    app.config.update(
+        SCHEDULER_API_ENABLED=True, SCHEDULER_HISTORY=False, SCHEDULER_JOBSTORES={"default": store}
+    )
+    scheduler = APScheduler(app=app)
+    scheduler.add_job("beat", jobfuncs.tick_with, trigger="interval", hours=1, args=["beat", 1])
+    client = app.test_client()
+    async with app.test_app():
+        scheduler.start()
+        store.armed = True
+        answers = []
+        for method, path, body in [
+            ("PATCH", "", {"args": ["beat", 2]}),
+            ("POST", "/pause", None),
+            ("PATCH", "", {"trigger": "interval", "hours": 2}),
+        ]:
+            store.fail_next_read = False  # only the read right after this request's write
+            answers.append(
+                await client.open(f"/scheduler/jobs/beat{path}", method=method, json=body)
+            )
+        store.armed = store.fail_next_read = False
+        bodies = [await answer.get_json() for answer in answers]
+        assert [answer.status_code for answer in answers] == [200, 200, 200], bodies
+        assert bodies[0]["args"] == ["beat", 2]
+        assert bodies[1]["next_run_time"] is None
+        assert bodies[2]["hours"] == 2
+        stored = await scheduler.aget_job("beat")
+        assert stored is not None and list(stored.args) == ["beat", 2]
+        assert stored.trigger.interval.total_seconds() == 7200
