@@ -190,7 +190,7 @@ def outage_app(params: dict[str, Any] | None = None) -> Any:
     p = _params(params)
     variant, n, period = p["variant"], p["jobs"], p["period"]
     base = time.time() + p.get("start_in", 1.0)
-    lags: list[tuple[float, float]] = []
+    lags: list[tuple[float, float, float]] = []
     app = Quart("bench.store_outage")
 
     @app.get("/health")
@@ -201,16 +201,18 @@ def outage_app(params: dict[str, Any] | None = None) -> Any:
     async def outage_stats() -> dict[str, Any]:
         since = float(request.args["since"])
         until = float(request.args["until"])
+        # A probe overlapping the window counts: a loop blocked for the whole outage is one
+        # long sample that ends after it.
         return {
-            "lags": [lag for at, lag in lags if since <= at < until],
+            "lags": [lag for began, ended, lag in lags if began < until and ended >= since],
             "fires": list(jobs.OUTAGE_FIRES),
         }
 
     async def probe() -> None:
         while True:
-            before = time.perf_counter()
+            began, before = time.time(), time.perf_counter()
             await asyncio.sleep(0.001)
-            lags.append((time.time(), time.perf_counter() - before - 0.001))
+            lags.append((began, time.time(), time.perf_counter() - before - 0.001))
 
     probes: list[asyncio.Task[None]] = []
 
