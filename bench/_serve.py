@@ -38,6 +38,8 @@ def main() -> None:
     kind, port = sys.argv[1], int(sys.argv[2])
     if kind == "steady":
         _hypercorn(apps.steady_app(), port)
+    elif kind == "store_outage":
+        _hypercorn(apps.outage_app(), port)
     elif kind == "api-quart":
         _hypercorn(apps.quart_api_app(), port)
     elif kind == "api-waitress":

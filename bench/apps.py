@@ -11,9 +11,10 @@ from functools import partial
 from typing import Any
 
 from bench import jobs
-from bench._util import QS, QS_HISTORY, QT, RAW, quart_sched_config
+from bench._util import NONE, QS, QS_HISTORY, QT, RAW, quart_sched_config
 
 API_JOB_FUNC = "bench.jobs:noop"
+OUTAGE_FUNC = "bench.jobs:outage_fire"
 FAR_FUTURE = "2099-01-01T00:00:00+00:00"
 
 
@@ -167,4 +168,114 @@ def flask_api_app(params: dict[str, Any] | None = None) -> Any:
     for spec in _api_jobs(p["jobs"]):
         scheduler.add_job(**spec)
     scheduler.start()
+    return app
+
+
+# ------------------------------------------------------------ scenario 6: store outage
+
+
+def outage_app(params: dict[str, Any] | None = None) -> Any:
+    """A Quart app with a plain ``GET /health`` and ``jobs`` coroutine interval jobs in a
+    SQLAlchemyJobStore at ``url``, under raw APScheduler or quart_sched (default config),
+    or with no scheduler at all (the floor).
+
+    A probe coroutine on the serving loop sleeps 1 ms over and over and records how late
+    it wakes up; ``GET /bench/outage`` returns those lags and the fire times.
+    """
+    import asyncio
+
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+    from quart import Quart, request
+
+    p = _params(params)
+    variant, n, period = p["variant"], p["jobs"], p["period"]
+    base = time.time() + p.get("start_in", 1.0)
+    lags: list[tuple[float, float, float]] = []
+    app = Quart("bench.store_outage")
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"ok": True}
+
+    @app.get("/bench/outage")
+    async def outage_stats() -> dict[str, Any]:
+        since = float(request.args["since"])
+        until = float(request.args["until"])
+        # A probe overlapping the window counts: a loop blocked for the whole outage is one
+        # long sample that ends after it.
+        return {
+            "lags": [lag for began, ended, lag in lags if began < until and ended >= since],
+            "fires": list(jobs.OUTAGE_FIRES),
+        }
+
+    async def probe() -> None:
+        while True:
+            began, before = time.time(), time.perf_counter()
+            await asyncio.sleep(0.001)
+            lags.append((began, time.time(), time.perf_counter() - before - 0.001))
+
+    probes: list[asyncio.Task[None]] = []
+
+    @app.before_serving
+    async def start_probe() -> None:
+        probes.append(asyncio.get_running_loop().create_task(probe()))
+
+    @app.after_serving
+    async def stop_probe() -> None:
+        for task in probes:
+            task.cancel()
+
+    def store() -> Any:
+        return SQLAlchemyJobStore(url=p["url"], tablename=p["tablename"])
+
+    def utc(ts: float) -> datetime:
+        return datetime.fromtimestamp(ts, timezone.utc)
+
+    specs = [
+        {
+            "trigger": "interval",
+            "seconds": period,
+            "start_date": utc(base + i * period / n),
+            "replace_existing": True,
+        }
+        for i in range(n)
+    ]
+    if variant == NONE:
+        pass  # the floor: the probe and the route alone
+    elif variant == RAW:
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+        raw = AsyncIOScheduler(
+            timezone=timezone.utc,
+            jobstores={"default": store()},
+            jobstore_retry_interval=p["retry_interval"],
+        )
+        for i, spec in enumerate(specs):
+            raw.add_job(OUTAGE_FUNC, id=f"o{i}", **spec)
+
+        @app.before_serving
+        async def start_raw() -> None:
+            raw.start()
+
+        @app.after_serving
+        async def stop_raw() -> None:
+            raw.shutdown(wait=False)
+
+    elif variant == QS:
+        from quart_sched import APScheduler
+
+        # The default config: run history on (here in a file of its own), plus the store.
+        history = os.path.join(tempfile.mkdtemp(prefix="bench-"), "history.sqlite")
+        app.config.update(quart_sched_config(history))
+        app.config.update(
+            SCHEDULER_TIMEZONE="UTC",
+            SCHEDULER_JOBSTORES={"default": store()},
+            SCHEDULER_JOBSTORE_RETRY_INTERVAL=p["retry_interval"],
+        )
+        scheduler = APScheduler(app=app)
+        for i, spec in enumerate(specs):
+            scheduler.add_job(f"o{i}", OUTAGE_FUNC, **spec)
+        scheduler.start()  # no loop yet: starts when the app serves
+    else:
+        raise ValueError(variant)
     return app

@@ -100,3 +100,13 @@ def block_cpu(seconds: float) -> None:
 
 def noop(*args: Any, **kwargs: Any) -> None:
     """A job that does nothing: the API and store benchmarks never let it run."""
+
+
+# store outage: when each fire ran ------------------------------------------------------
+
+#: Wall time of every run of the store-outage jobs.
+OUTAGE_FIRES: list[float] = []
+
+
+async def outage_fire() -> None:
+    OUTAGE_FIRES.append(time.time())
