@@ -23,7 +23,7 @@ if os.environ.get("CI") != "true":  # in CI the peers are installed, or this mus
     pytest.importorskip("quart_tasks", reason="the bench extra is not installed")
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(360)
 def test_quick_run_measures_every_scenario(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     proc = subprocess.run(
@@ -31,7 +31,7 @@ def test_quick_run_measures_every_scenario(tmp_path: Path) -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=170,
+        timeout=340,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(out.read_text())
