@@ -159,3 +159,8 @@ async def test_shutdown_without_wait_does_not_cancel_running_jobs(
     scheduler.shutdown(wait=False)
     assert scheduler.state == STATE_STOPPED
     await wait_until(lambda: steps == ["started", "finished"])
+    # Once its runs have ended (and are recorded), it lets go of the run history.
+    history = scheduler.history
+    assert history is not None
+    await wait_until(lambda: not history.held_by("scheduler"))
+    await scheduler.scheduler.aclose()

@@ -495,7 +495,23 @@ class QuartScheduler(StoresOnly, WakeupLoop, Reporting):
             self._close_stores(stores)
             if self.history is not None and not self._undrained:
                 await self.history.release(HOLDER)  # after the drain: all recorded
+            elif self.history is not None:
+                # The runs go on as long as they like; their ends are recorded, then the
+                # history is let go (aclose() at the end of serving drains them sooner).
+                waiter = asyncio.ensure_future(self._release_when_done(generation))
+                self._reports.add(waiter)
+                waiter.add_done_callback(self._reports.discard)
         logger.info("Scheduler shut down")
+
+    async def _release_when_done(self, generation: int) -> None:
+        tasks = {task for batch in self._undrained for task in batch.tasks}
+        if tasks:
+            await asyncio.wait(tasks)
+        settled = all(not batch.tasks for batch in self._undrained)
+        if self._generation == generation and self.state == STATE_STOPPED and settled:
+            self._undrained = []
+            if self.history is not None:
+                await self.history.release(HOLDER)
 
     def _keep_memory_jobs(self) -> None:
         """Move in-memory jobs back to the pending list, next run times and pauses kept.
