@@ -4,11 +4,15 @@ pool, each run in a fresh app context, every outcome reported."""
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import contextlib
 import contextvars
 import inspect
 import logging
+import queue
+import threading
+import time
 import traceback
+import weakref
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -34,6 +38,7 @@ except ImportError:  # pragma: no cover - a Quart that moved it
     _cv_app = None  # type: ignore[assignment]
 
 from .. import signals
+from .._history import run_record
 from ..errors import (
     ConfigurationError,
     SchedulerNotRunningError,
@@ -58,8 +63,12 @@ class Batch:
     """What one start of an executor owns; a shutdown drains it while a restart goes on."""
 
     loop: asyncio.AbstractEventLoop
-    pool: concurrent.futures.ThreadPoolExecutor
+    pool: Workers
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    #: Plain runs handed to the pool and not reported back yet (see :class:`PlainRun`).
+    plain: set[PlainRun] = field(default_factory=set)
+    #: Set by the delivery that empties ``plain`` while a drain waits for it.
+    idle: asyncio.Future[None] | None = None
 
 
 class QuartExecutor(BaseExecutor):  # type: ignore[misc]
@@ -83,21 +92,16 @@ class QuartExecutor(BaseExecutor):  # type: ignore[misc]
     def start(self, scheduler: QuartScheduler, alias: str) -> None:
         super().start(scheduler, alias)
         assert scheduler._eventloop is not None, "start the scheduler on a running loop"
-        self._batch = Batch(
-            loop=scheduler._eventloop,
-            pool=concurrent.futures.ThreadPoolExecutor(
-                self.max_workers, thread_name_prefix=f"quart_sched-{alias}", **self._pool_kwargs
-            ),
-        )
+        loop = scheduler._eventloop
+        batch = Batch(loop=loop, pool=Workers(loop, self.max_workers, f"quart_sched-{alias}"))
+        batch.pool.configure(self._pool_kwargs)
+        self._batch = batch
 
     def shutdown(self, wait: bool = True) -> None:
         """Stop taking jobs. Running ones are left to :meth:`drain`, never cancelled here."""
         batch, self._batch = self._batch, None
         if batch is not None and not wait:
             batch.pool.shutdown(wait=False)
-
-    def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
-        self._submit(job, run_times, check_misfire=True)
 
     # ours ---------------------------------------------------------------------------
 
@@ -115,6 +119,157 @@ class QuartExecutor(BaseExecutor):  # type: ignore[misc]
             task = self._submit(job, [datetime.now(timezone.utc)], check_misfire=False)
             self._instances[job.id] += 1
         return task
+
+    def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
+        batch = self._batch
+        if batch is None:
+            raise SchedulerNotRunningError
+        if (
+            len(run_times) == 1
+            and not is_coroutine_function(job.func)
+            and asyncio._get_running_loop() is batch.loop
+        ):
+            app = self._scheduler.app
+            if _quiet_app(app) and not self._missed(job, run_times[0]):
+                self._submit_plain(batch, job, run_times[0], app)
+                return
+        self._submit(job, run_times, check_misfire=True)
+
+    def _missed(self, job: Job, run_time: datetime) -> bool:
+        grace = job.misfire_grace_time
+        return grace is not None and time.time() - run_time.timestamp() > grace
+
+    # The plain-function path. No task, no await: the run is handed to a pool thread,
+    # which pushes the app context itself (in a copy of the loop's context, as Quart's
+    # run_sync does), calls the function and hands the run back; the loop then records
+    # and reports it, for all the runs that came back meanwhile in one callback. Taken
+    # when nothing needs the loop during the run: one run time, no misfire to report, and
+    # an app context that needs no signal sends or teardown functions (Quart's own push
+    # and pop are coroutines). Everything else takes the task path below.
+
+    def _submit_plain(self, batch: Batch, job: Job, run_time: datetime, app: Any) -> None:
+        history = self._scheduler.history
+        run = PlainRun(self, batch, job, run_time, app, contextvars.copy_context())
+        if _debug():
+            logger.debug("Running job %r (scheduled at %s)", job.id, run_time)
+        if history is not None:
+            run.run_id = history.started(job.id, run_time)
+        batch.plain.add(run)
+        batch.pool.submit(run)
+
+    def _finish_plain(self, batch: Batch, run: PlainRun) -> None:
+        """On the loop: a plain run came back from its thread."""
+        if run not in batch.plain:
+            return  # interrupted at shutdown: already reported
+        batch.plain.discard(run)
+        if run.cancelled:  # dropped from the pool's queue without a loop to report to
+            self._record_interrupted_now(run)
+        elif inspect.isawaitable(run.retval) or (
+            signals.job_executed.receivers
+            or signals.job_failed.receivers
+            or signals.run_finished.receivers
+        ):
+            # Someone listens (or the function returned a coroutine to await): report in
+            # a task, in the order the task path does.
+            task = batch.loop.create_task(self._report_plain(batch, run))
+            batch.tasks.add(task)
+            task.add_done_callback(batch.tasks.discard)
+        else:
+            self._run_job_success(run.job.id, [self._plain_outcome(run)[0]])
+        if not batch.plain and batch.idle is not None and not batch.idle.done():
+            batch.idle.set_result(None)
+
+    def _plain_outcome(self, run: PlainRun) -> tuple[JobExecutionEvent, tuple[Any, ...] | None]:
+        """Log and record a finished plain run (no signals): its event for the listeners,
+        and its history row (None: not recorded)."""
+        job, run_time = run.job, run.run_time
+        history = self._scheduler.history
+        recorded = history is not None and run.run_id is not None
+        exc = run.error
+        if exc is None:
+            if _debug():
+                logger.debug("Job %r (scheduled at %s) executed", job.id, run_time)
+            row = history.finished(run.run_id, "success") if recorded else None
+            return JobExecutionEvent(
+                EVENT_JOB_EXECUTED, job.id, job._jobstore_alias, run_time, retval=run.retval
+            ), row
+        run.error = None
+        _log_failure(job, run_time, exc)
+        row = (
+            history.finished(run.run_id, "error", error=exc, traceback=run.traceback)
+            if recorded
+            else None
+        )
+        return JobExecutionEvent(
+            EVENT_JOB_ERROR,
+            job.id,
+            job._jobstore_alias,
+            run_time,
+            exception=exc,
+            traceback=run.traceback,
+        ), row
+
+    async def _report_plain(self, batch: Batch, run: PlainRun) -> None:
+        scheduler: QuartScheduler = self._scheduler
+        job, run_time = run.job, run.run_time
+        events: list[JobExecutionEvent] = []
+        try:
+            if run.error is None and inspect.isawaitable(run.retval):
+                # A plain function that returned a coroutine: await it here, never drop it.
+                try:
+                    async with _run_context(scheduler.app):
+                        run.retval = await run.retval
+                except asyncio.CancelledError:
+                    await self._interrupted(run.run_id, job, run_time)
+                    raise
+                except Exception as exc:
+                    run.error = exc
+                    run.traceback = "".join(traceback.format_tb(exc.__traceback__))
+                    del exc
+            error = run.error
+            if error is None:
+                await scheduler.report(signals.job_executed, job.id, run_time, retval=run.retval)
+            else:
+                await scheduler.report(
+                    signals.job_failed,
+                    job.id,
+                    run_time,
+                    exception=error,
+                    traceback=run.traceback,
+                )
+            del error
+            event, row = self._plain_outcome(run)
+            if row is not None and signals.run_finished.receivers:
+                await scheduler.report(signals.run_finished, job.id, run_time, run=run_record(row))
+            events.append(event)
+        finally:
+            self._run_job_success(job.id, events)
+
+    async def interrupt_plain(self, batch: Batch, run: PlainRun) -> None:
+        """A plain run still going when the drain gave up: report it interrupted now (its
+        thread cannot be stopped; what it returns later is ignored)."""
+        batch.plain.discard(run)
+        run.cancelled = True
+        try:
+            await self._interrupted(run.run_id, run.job, run.run_time)
+        finally:
+            self._run_job_success(run.job.id, [])
+
+    async def _interrupted(self, run_id: str | None, job: Job, run_time: datetime) -> None:
+        scheduler: QuartScheduler = self._scheduler
+        logger.warning(
+            "Job %r (scheduled at %s) was interrupted: still running when the scheduler shut down",
+            job.id,
+            run_time.isoformat(),
+        )
+        await asyncio.shield(scheduler.report(signals.job_interrupted, job.id, run_time))
+        await asyncio.shield(scheduler.record_finished(run_id, job.id, run_time, "interrupted"))
+
+    def _record_interrupted_now(self, run: PlainRun) -> None:
+        history = self._scheduler.history
+        if history is not None and run.run_id is not None:
+            history.finished(run.run_id, "interrupted")
+        self._run_job_success(run.job.id, [])
 
     def _submit(
         self, job: Job, run_times: list[datetime], *, check_misfire: bool
@@ -165,37 +320,21 @@ class QuartExecutor(BaseExecutor):  # type: ignore[misc]
         run_id = history.started(job.id, run_time) if history is not None else None
         try:
             async with context:
-                if iscoroutinefunction_partial(job.func):
+                if is_coroutine_function(job.func):
                     retval = await job.func(*job.args, **job.kwargs)
                 else:
                     run = contextvars.copy_context().run
                     call = partial(run, job.func, *job.args, **job.kwargs)
-                    retval = await batch.loop.run_in_executor(batch.pool, call)
+                    retval = await batch.pool.run(call)
                 if inspect.isawaitable(retval):
                     # A plain function that returned a coroutine: await it here, never drop it.
                     retval = await retval
         except asyncio.CancelledError:
-            logger.warning(
-                "Job %r (scheduled at %s) was interrupted: still running when the scheduler "
-                "shut down",
-                job.id,
-                run_time.isoformat(),
-            )
-            await asyncio.shield(scheduler.report(signals.job_interrupted, job.id, run_time))
-            await asyncio.shield(
-                scheduler.record_finished(run_id, job.id, run_time, "interrupted")
-            )
+            await self._interrupted(run_id, job, run_time)
             raise
         except Exception as exc:
             formatted = "".join(traceback.format_tb(exc.__traceback__))
-            logger.error(
-                "Job %r (scheduled at %s) failed: %s: %s",
-                job.id,
-                run_time.isoformat(),
-                type(exc).__name__,
-                exc,
-                exc_info=exc,
-            )
+            _log_failure(job, run_time, exc)
             await scheduler.report(
                 signals.job_failed, job.id, run_time, exception=exc, traceback=formatted
             )
@@ -211,6 +350,269 @@ class QuartExecutor(BaseExecutor):  # type: ignore[misc]
         await scheduler.report(signals.job_executed, job.id, run_time, retval=retval)
         await scheduler.record_finished(run_id, job.id, run_time, "success")
         return JobExecutionEvent(EVENT_JOB_EXECUTED, job.id, alias, run_time, retval=retval)
+
+
+def _log_failure(job: Job, run_time: datetime, exc: BaseException) -> None:
+    logger.error(
+        "Job %r (scheduled at %s) failed: %s: %s",
+        job.id,
+        run_time.isoformat(),
+        type(exc).__name__,
+        exc,
+        exc_info=exc,
+    )
+
+
+def _debug() -> bool:
+    return logger.isEnabledFor(logging.DEBUG)
+
+
+_coroutine_functions: dict[Any, bool] = {}
+
+
+def is_coroutine_function(func: Any) -> bool:
+    """``iscoroutinefunction_partial(func)``, remembered per function (it costs a tenth of
+    a coroutine run's dispatch otherwise)."""
+    try:
+        return _coroutine_functions[func]
+    except KeyError:
+        pass
+    except TypeError:  # unhashable
+        return bool(iscoroutinefunction_partial(func))
+    answer = bool(iscoroutinefunction_partial(func))
+    if len(_coroutine_functions) >= 4096:  # job functions come and go: stay bounded
+        _coroutine_functions.clear()
+    _coroutine_functions[func] = answer
+    return answer
+
+
+class PlainRun:
+    """One run of a plain function on the thread path: what the thread needs, and what
+    it hands back."""
+
+    __slots__ = (
+        "app",
+        "batch",
+        "cancelled",
+        "context",
+        "error",
+        "executor",
+        "job",
+        "retval",
+        "run_id",
+        "run_time",
+        "traceback",
+    )
+
+    def __init__(
+        self,
+        executor: QuartExecutor,
+        batch: Batch,
+        job: Job,
+        run_time: datetime,
+        app: Any,
+        context: contextvars.Context,
+    ) -> None:
+        self.executor = executor
+        self.batch = batch
+        self.job = job
+        self.run_time = run_time
+        self.app = app
+        self.context = context
+        self.run_id: str | None = None
+        self.retval: Any = None
+        self.error: BaseException | None = None
+        self.traceback: str | None = None
+        self.cancelled = False
+
+    def run(self) -> None:
+        """In a pool thread: push a fresh app context and call the function."""
+        if self.cancelled:
+            return
+        try:
+            self.retval = self.context.run(_call_in_app, self.app, self.job)
+        except BaseException as exc:
+            self.error = exc
+            self.traceback = "".join(traceback.format_tb(exc.__traceback__))
+        self.context = None  # type: ignore[assignment]
+
+    def finish(self) -> None:
+        """On the loop, once the thread is done."""
+        self.executor._finish_plain(self.batch, self)
+
+
+def _call_in_app(app: Quart | None, job: Job) -> Any:
+    # In the run's own copy of the loop's context: the app context set here is gone with
+    # it, as Quart's pop would leave it (no teardown functions or signals: see _quiet).
+    if app is not None:
+        _cv_app.set(app.app_context())
+    return job.func(*job.args, **job.kwargs)
+
+
+class _Call:
+    """A call run in a pool thread for a coroutine that awaits its result (the task path)."""
+
+    __slots__ = ("call", "cancelled", "error", "future", "result")
+
+    def __init__(self, call: Any, future: asyncio.Future[Any]) -> None:
+        self.call = call
+        self.future = future
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.cancelled = False
+
+    def run(self) -> None:
+        if self.cancelled:
+            return
+        try:
+            self.result = self.call()
+        except BaseException as exc:
+            self.error = exc
+
+    def finish(self) -> None:
+        future, error = self.future, self.error
+        self.error = None
+        if future.done():
+            return
+        if self.cancelled:
+            future.cancel()
+        elif error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(self.result)
+
+
+class Workers:
+    """The executor's threads (``max_workers`` of them, started as needed).
+
+    A thread runs what it is given and hands it back to the loop: the first thread to
+    find the hand-back list empty schedules one callback on the loop, which takes every
+    run that came back meanwhile. A burst thus costs the loop one wake-up per batch of
+    runs instead of a future and a callback per run, as ``run_in_executor`` does.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_workers: int, prefix: str) -> None:
+        self.loop = loop
+        self.max_workers = max_workers
+        self.prefix = prefix
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+        self._done: list[Any] = []
+        self._lock = threading.Lock()
+        self._initializer: Any = None
+        self._initargs: tuple[Any, ...] = ()
+        self._shutdown = False
+
+    def configure(self, pool_kwargs: dict[str, Any]) -> None:
+        """Take ``ThreadPoolExecutor``'s ``initializer`` and ``initargs`` (``pool_kwargs``)."""
+        kwargs = dict(pool_kwargs)
+        self._initializer = kwargs.pop("initializer", None)
+        self._initargs = tuple(kwargs.pop("initargs", ()))
+        if kwargs:
+            raise ConfigurationError(f"unsupported pool_kwargs: {', '.join(sorted(kwargs))}")
+
+    def submit(self, item: Any) -> None:
+        if self._shutdown:
+            raise RuntimeError("cannot run jobs after the pool has shut down")
+        self._queue.put(item)
+        # Read without the lock: at worst one thread more than needed, never more than
+        # max_workers; a run never waits for a thread while fewer are running.
+        if len(self._threads) < self.max_workers and self._idle < self._queue.qsize():
+            thread = threading.Thread(
+                target=self._work, name=f"{self.prefix}_{len(self._threads)}"
+            )
+            self._threads.append(thread)
+            _live_pools.add(self)
+            thread.start()
+
+    def run(self, call: Any) -> asyncio.Future[Any]:
+        """Run ``call`` in a thread; the future (of this loop) gets its result."""
+        future = self.loop.create_future()
+        self.submit(_Call(call, future))
+        return future
+
+    def _work(self) -> None:
+        if self._initializer is not None:
+            try:
+                self._initializer(*self._initargs)
+            except Exception:
+                logger.exception("The job thread pool's initializer failed")
+        get, lock = self._queue.get, self._lock
+        while True:
+            with lock:
+                self._idle += 1
+            item = get()
+            with lock:
+                self._idle -= 1
+            if item is None:
+                self._queue.put(None)  # for the next thread
+                return
+            item.run()
+            self._hand_back(item)
+            del item
+
+    def _hand_back(self, item: Any) -> None:
+        with self._lock:
+            self._done.append(item)
+            first = len(self._done) == 1
+        if first:
+            # A closed loop: no one is left to report to.
+            with contextlib.suppress(RuntimeError):
+                self.loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        with self._lock:
+            done, self._done = self._done, []
+        for item in done:
+            try:
+                item.finish()
+            except Exception:
+                logger.exception("Reporting a run failed")
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Take no more runs; with ``cancel_futures``, drop those not started yet."""
+        self._shutdown = True
+        if cancel_futures:
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    item.cancelled = True
+                    self._hand_back(item)
+        self._queue.put(None)
+        _live_pools.discard(self)
+        if wait:
+            for thread in self._threads:
+                if thread is not threading.current_thread():
+                    thread.join()
+
+
+#: Pools whose threads must be told to stop when the interpreter exits (as
+#: concurrent.futures does for its own): a running job is still waited for.
+_live_pools: weakref.WeakSet[Workers] = weakref.WeakSet()
+
+
+def _stop_pools_at_exit() -> None:
+    for pool in list(_live_pools):
+        pool.shutdown(wait=False)
+
+
+threading._register_atexit(_stop_pools_at_exit)  # type: ignore[attr-defined]
+
+
+def _quiet_app(app: Quart | None) -> bool:
+    """Whether a run's app context may be set without Quart's push and pop (nothing
+    listens to its signals, no teardown function)."""
+    return app is None or not (
+        _cv_app is None
+        or app.teardown_appcontext_funcs
+        or appcontext_pushed.receivers
+        or appcontext_popped.receivers
+        or appcontext_tearing_down.receivers
+    )
 
 
 def _null_async_context() -> AbstractAsyncContextManager[Any]:
@@ -244,24 +646,26 @@ def _run_context(app: Quart | None) -> Any:
     """The app context a run gets: a fresh one every run."""
     if app is None:
         return _null_async_context()
-    if (
-        _cv_app is None
-        or app.teardown_appcontext_funcs
-        or appcontext_pushed.receivers
-        or appcontext_popped.receivers
-        or appcontext_tearing_down.receivers
-    ):
+    if not _quiet_app(app):
         return app.app_context()  # someone listens: Quart's own push and pop
     return _QuietAppContext(app)
 
 
 async def drain(batch: Batch, timeout: float) -> None:
     """Await the batch's running jobs up to ``timeout`` s, then cancel what is left."""
-    tasks = set(batch.tasks)
-    if tasks:
-        _, pending = await asyncio.wait(tasks, timeout=timeout)
+    waits: set[asyncio.Future[Any]] = set(batch.tasks)
+    if batch.plain:
+        batch.idle = batch.loop.create_future()
+        waits.add(batch.idle)
+    if waits:
+        _, pending = await asyncio.wait(waits, timeout=timeout)
         for task in pending:
             task.cancel()
+        interrupted = [run.executor.interrupt_plain(batch, run) for run in list(batch.plain)]
+        # Tasks the plain runs' reports started meanwhile are waited for too.
+        pending |= {task for task in batch.tasks if not task.done()}
+        if interrupted:
+            pending.add(asyncio.ensure_future(asyncio.gather(*interrupted)))
         if pending:
             await asyncio.wait(pending, timeout=CANCEL_GRACE)
     # Threads cannot be cancelled: one still running finishes on its own.
