@@ -165,3 +165,25 @@ async def test_a_large_due_batch_is_submitted_in_slices(
             tick.cancel()
     # Every slice starts in a later loop iteration than the one before.
     assert max(started) - min(started) >= 3
+
+
+async def test_a_coroutine_run_is_its_own_task_with_a_fresh_app_context(
+    app: Quart, scheduler: APScheduler
+) -> None:
+    """No wrapping coroutine: the job's coroutine is the task (a done callback reports)."""
+    seen: list[tuple[bool, bool, str]] = []
+
+    async def job() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        own = task.get_coro().cr_code is job.__code__  # type: ignore[union-attr]
+        seen.append((own, hasattr(g, "mark"), current_app.name))
+        g.mark = True
+
+    at = _soon()
+    for i in range(5):
+        scheduler.add_job(f"c{i}", job, trigger="date", run_date=at)
+    scheduler.start()
+    async with app.test_app():
+        await wait_until(lambda: len(seen) == 5)
+    assert seen == [(True, False, app.name)] * 5

@@ -124,14 +124,13 @@ class QuartExecutor(BaseExecutor):  # type: ignore[misc]
         batch = self._batch
         if batch is None:
             raise SchedulerNotRunningError
-        if (
-            len(run_times) == 1
-            and not is_coroutine_function(job.func)
-            and asyncio._get_running_loop() is batch.loop
-        ):
+        if len(run_times) == 1 and asyncio._get_running_loop() is batch.loop:
             app = self._scheduler.app
             if _quiet_app(app) and not self._missed(job, run_times[0]):
-                self._submit_plain(batch, job, run_times[0], app)
+                if is_coroutine_function(job.func):
+                    self._start_coroutine(batch, job, run_times[0], app)
+                else:
+                    self._submit_plain(batch, job, run_times[0], app)
                 return
         self._submit(job, run_times, check_misfire=True)
 
@@ -157,6 +156,67 @@ class QuartExecutor(BaseExecutor):  # type: ignore[misc]
         batch.plain.add(run)
         batch.pool.submit(run)
 
+    # The coroutine path, on the same terms: the job's coroutine is the task (created in
+    # a copy of the loop's context holding the run's app context), and a done callback
+    # records and reports it; no wrapping coroutine, no await on the way back.
+
+    def _start_coroutine(self, batch: Batch, job: Job, run_time: datetime, app: Any) -> None:
+        history = self._scheduler.history
+        run = PlainRun(self, batch, job, run_time, app, None)
+        if _debug():
+            logger.debug("Running job %r (scheduled at %s)", job.id, run_time)
+        if history is not None:
+            run.run_id = history.started(job.id, run_time)
+        try:
+            task = contextvars.copy_context().run(_create_job_task, batch.loop, app, job)
+        except Exception as exc:  # calling the function failed (its arguments, say)
+            run.error = exc
+            run.traceback = "".join(traceback.format_tb(exc.__traceback__))
+            del exc
+            self._complete(batch, run)
+            return
+        batch.tasks.add(task)
+        task.add_done_callback(run.task_done)
+
+    def _coroutine_done(self, batch: Batch, run: PlainRun, task: asyncio.Task[Any]) -> None:
+        batch.tasks.discard(task)
+        if task.cancelled():  # still running when a drain gave up on it
+            self._interrupted_now(batch, run)
+            return
+        exc = task.exception()
+        if exc is None:
+            run.retval = task.result()
+        else:
+            run.error = exc
+            run.traceback = "".join(traceback.format_tb(exc.__traceback__))
+            del exc
+        self._complete(batch, run)
+
+    def _interrupted_now(self, batch: Batch, run: PlainRun) -> None:
+        job, run_time = run.job, run.run_time
+        logger.warning(
+            "Job %r (scheduled at %s) was interrupted: still running when the scheduler shut down",
+            job.id,
+            run_time.isoformat(),
+        )
+        history = self._scheduler.history
+        row = None
+        if history is not None and run.run_id is not None:
+            row = history.finished(run.run_id, "interrupted")
+        if signals.job_interrupted.receivers or (row and signals.run_finished.receivers):
+            task = batch.loop.create_task(self._report_interrupted(job.id, run_time, row))
+            batch.tasks.add(task)
+            task.add_done_callback(batch.tasks.discard)
+        self._run_job_success(job.id, [])
+
+    async def _report_interrupted(
+        self, job_id: str, run_time: datetime, row: tuple[Any, ...] | None
+    ) -> None:
+        scheduler: QuartScheduler = self._scheduler
+        await scheduler.report(signals.job_interrupted, job_id, run_time)
+        if row is not None and signals.run_finished.receivers:
+            await scheduler.report(signals.run_finished, job_id, run_time, run=run_record(row))
+
     def _finish_plain(self, batch: Batch, run: PlainRun) -> None:
         """On the loop: a plain run came back from its thread."""
         if run not in batch.plain:
@@ -164,7 +224,14 @@ class QuartExecutor(BaseExecutor):  # type: ignore[misc]
         batch.plain.discard(run)
         if run.cancelled:  # dropped from the pool's queue without a loop to report to
             self._record_interrupted_now(run)
-        elif inspect.isawaitable(run.retval) or (
+        else:
+            self._complete(batch, run)
+        if not batch.plain and batch.idle is not None and not batch.idle.done():
+            batch.idle.set_result(None)
+
+    def _complete(self, batch: Batch, run: PlainRun) -> None:
+        """A run of the thread or coroutine path ended: record it, tell the listeners."""
+        if inspect.isawaitable(run.retval) or (
             signals.job_executed.receivers
             or signals.job_failed.receivers
             or signals.run_finished.receivers
@@ -176,8 +243,6 @@ class QuartExecutor(BaseExecutor):  # type: ignore[misc]
             task.add_done_callback(batch.tasks.discard)
         else:
             self._run_job_success(run.job.id, [self._plain_outcome(run)[0]])
-        if not batch.plain and batch.idle is not None and not batch.idle.done():
-            batch.idle.set_result(None)
 
     def _plain_outcome(self, run: PlainRun) -> tuple[JobExecutionEvent, tuple[Any, ...] | None]:
         """Log and record a finished plain run (no signals): its event for the listeners,
@@ -411,7 +476,7 @@ class PlainRun:
         job: Job,
         run_time: datetime,
         app: Any,
-        context: contextvars.Context,
+        context: contextvars.Context | None,
     ) -> None:
         self.executor = executor
         self.batch = batch
@@ -430,15 +495,28 @@ class PlainRun:
         if self.cancelled:
             return
         try:
+            assert self.context is not None
             self.retval = self.context.run(_call_in_app, self.app, self.job)
         except BaseException as exc:
             self.error = exc
             self.traceback = "".join(traceback.format_tb(exc.__traceback__))
-        self.context = None  # type: ignore[assignment]
+        self.context = None
 
     def finish(self) -> None:
         """On the loop, once the thread is done."""
         self.executor._finish_plain(self.batch, self)
+
+    def task_done(self, task: asyncio.Task[Any]) -> None:
+        """On the loop, once the coroutine's task is done."""
+        self.executor._coroutine_done(self.batch, self, task)
+
+
+def _create_job_task(loop: asyncio.AbstractEventLoop, app: Quart | None, job: Job) -> Any:
+    # In a copy of the loop's context, which the task takes over: the run's app context
+    # lives and dies with that task.
+    if app is not None:
+        _cv_app.set(app.app_context())
+    return loop.create_task(job.func(*job.args, **job.kwargs))
 
 
 def _call_in_app(app: Quart | None, job: Job) -> Any:
@@ -662,12 +740,14 @@ async def drain(batch: Batch, timeout: float) -> None:
         for task in pending:
             task.cancel()
         interrupted = [run.executor.interrupt_plain(batch, run) for run in list(batch.plain)]
-        # Tasks the plain runs' reports started meanwhile are waited for too.
-        pending |= {task for task in batch.tasks if not task.done()}
         if interrupted:
             pending.add(asyncio.ensure_future(asyncio.gather(*interrupted)))
         if pending:
             await asyncio.wait(pending, timeout=CANCEL_GRACE)
+        # Reports that runs ending meanwhile started (signals to receivers) finish too.
+        reports = {task for task in batch.tasks if not task.done()}
+        if reports:
+            await asyncio.wait(reports, timeout=CANCEL_GRACE)
     # Threads cannot be cancelled: one still running finishes on its own.
     batch.pool.shutdown(wait=False, cancel_futures=True)
 
