@@ -4,6 +4,8 @@ in batches, a large due batch submitted in slices, and the same outcomes as befo
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -14,6 +16,7 @@ from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecution
 from quart import Quart, current_app, g
 
 from quart_sched import APScheduler
+from quart_sched._history import RunHistory
 from quart_sched._scheduler import wakeup
 from quart_sched.errors import HistoryUnavailableError
 
@@ -187,3 +190,34 @@ async def test_a_coroutine_run_is_its_own_task_with_a_fresh_app_context(
     async with app.test_app():
         await wait_until(lambda: len(seen) == 5)
     assert seen == [(True, False, app.name)] * 5
+
+
+async def test_the_history_writes_after_a_burst_not_during_it(tmp_path: Path) -> None:
+    """The writer holds the GIL for much of a write: it waits for a burst of runs to end
+    (bounded), then writes them all."""
+    path = tmp_path / "burst.sqlite"
+    history = RunHistory(str(path), host="test", flush_interval=0.05)
+    history.start()
+
+    def written() -> int:
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            try:
+                return int(db.execute("SELECT count(*) FROM runs").fetchone()[0])
+            except sqlite3.OperationalError:  # not created yet
+                return 0
+
+    try:
+        await asyncio.sleep(0.2)  # the file is opened
+        at = datetime.now(timezone.utc)
+        recorded = 0
+        end = time.monotonic() + 0.5  # 10 flush intervals of records at ~10,000/s
+        while time.monotonic() < end:
+            for _ in range(20):
+                history.finished(history.started("j", at), "success")
+                recorded += 1
+            await asyncio.sleep(0.002)
+        during = written()
+        await wait_until(lambda: written() == recorded, timeout=5)
+    finally:
+        await history.aclose()
+    assert during == 0
