@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import api, burst, loop_health, persistence, steady
+from bench import api, burst, loop_health, persistence, scale, steady
 from bench._util import ROOT, Scenario, machine, machine_text, snapshot_source
 
 SCENARIOS = {
@@ -26,6 +26,7 @@ SCENARIOS = {
     "loop_health": loop_health.run,
     "api": api.run,
     "persistence": persistence.run,
+    "scale": scale.run,
 }
 
 

@@ -100,3 +100,11 @@ def block_cpu(seconds: float) -> None:
 
 def noop(*args: Any, **kwargs: Any) -> None:
     """A job that does nothing: the API and store benchmarks never let it run."""
+
+
+#: (job index, start time) of every run of the scale scenario's jobs.
+SCALE_RUNS: list[tuple[int, float]] = []
+
+
+async def scale_tick(i: int) -> None:
+    SCALE_RUNS.append((i, time.time()))

@@ -319,11 +319,14 @@ class RunHistory:
             start[13],
         )
         starts = self._starts
-        if run_id in starts:  # not written yet: its one INSERT carries start and end
+        if run_id in starts:
+            # Not written yet: its one INSERT carries start and end. The buffers do not
+            # grow, and the start already woke the writer (which writes this row next).
             starts[run_id] = row
+            self._recorded += 1
         else:
             self._finishes.append(row)
-        self._poke()
+            self._poke()
         return row
 
     def not_run(self, job_id: str, scheduled: datetime | None, outcome: str) -> tuple[Any, ...]:
