@@ -50,7 +50,7 @@ SQLITE_ADDS = 1000
 def run(quick: bool, rounds: int | None) -> Scenario:
     rounds = rounds or 1
     sizes = (
-        [("memory", 1000), ("sqlite", 1000)]
+        [("memory", 1000)]
         if quick
         else [
             ("memory", 1000),
@@ -60,7 +60,7 @@ def run(quick: bool, rounds: int | None) -> Scenario:
             ("sqlite", 100_000),
         ]
     )
-    window = 1.0 if quick else 4.0
+    window = 0.5 if quick else 4.0
     scenario = Scenario(
         name="scale",
         title="6. Scale: cost per job and per fire as the job count grows",
@@ -84,7 +84,7 @@ def run(quick: bool, rounds: int | None) -> Scenario:
     def measure(_index: int, variant: tuple[str, str, int]) -> None:
         impl, kind, n = variant
         row = scenario.row(impl, f"{kind} {n:,}")
-        params = {"impl": impl, "kind": kind, "n": n, "window": window}
+        params = {"impl": impl, "kind": kind, "n": n, "window": window, "quick": quick}
         row.rounds.append(run_child("scale", "measure", params, timeout=900))
 
     interleaved(rounds, [(impl, kind, n) for kind, n in sizes for impl in IMPLS], measure)
@@ -153,7 +153,7 @@ def measure(params: dict[str, Any]) -> dict[str, float]:
     if impl == QS_HISTORY:
         import quart_sched  # noqa: F401
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
-        return asyncio.run(_measure(impl, kind, n, window, tmp))
+        return asyncio.run(_measure(impl, kind, n, window, tmp, params.get("quick", False)))
 
 
 def _specs(n: int, rate: float, t0: datetime) -> list[tuple[int, datetime, float]]:
@@ -197,9 +197,13 @@ def _bulk_load(url: str, specs: list[tuple[int, datetime, float]]) -> None:
     store.shutdown()
 
 
-async def _measure(impl: str, kind: str, n: int, window: float, tmp: str) -> dict[str, float]:
+async def _measure(
+    impl: str, kind: str, n: int, window: float, tmp: str, quick: bool
+) -> dict[str, float]:
     rate = RATE[kind]
-    lead = 3.0 + n / 20_000  # time to declare and start before the first fire
+    lead = (1.0 if quick else 3.0) + n / 20_000  # to declare and start before the first fire
+    adds = 100 if quick else SQLITE_ADDS
+    settle = 0.3 if quick else 1.0
     url = f"sqlite:///{tmp}/jobs.sqlite"
     rss0 = _rss()
     begin = time.perf_counter()
@@ -276,7 +280,7 @@ async def _measure(impl: str, kind: str, n: int, window: float, tmp: str) -> dic
     start_s = time.perf_counter() - begin
     rss = _rss() - rss0
     # The window: from T0 + 1 s (past any start-up catch-up) for `window` seconds.
-    w0 = t0.timestamp() + 1.0
+    w0 = t0.timestamp() + settle
     await asyncio.sleep(max(0.0, w0 - time.time()))
     cpu, process_cpu = time.thread_time(), time.process_time()
     before = len(jobs.SCALE_RUNS)
@@ -287,11 +291,11 @@ async def _measure(impl: str, kind: str, n: int, window: float, tmp: str) -> dic
     if kind == "sqlite":
         far = datetime.now(timezone.utc) + timedelta(days=1)
         t = time.perf_counter()
-        for k in range(SQLITE_ADDS):
+        for k in range(adds):
             add(jobs.scale_tick, "date", run_date=far, args=(k,), id=f"add{k}")
             if k % 50 == 0:
                 await asyncio.sleep(0)
-        add_s = (time.perf_counter() - t) / SQLITE_ADDS * n  # per job below
+        add_s = (time.perf_counter() - t) / adds * n  # per job below
     result = close()
     if asyncio.iscoroutine(result):
         await result
