@@ -231,6 +231,14 @@ class WakeupLoop(AsyncIOScheduler):  # type: ignore[misc]
                 # slices, with the loop free in between: requests are served while it is
                 # dispatched instead of waiting behind all of it.
                 await asyncio.sleep(0)
+                if self.state == STATE_STOPPED:
+                    # Stopped meanwhile: nothing can run any more (as for runs taken
+                    # from a persistent store while the scheduler stops).
+                    logger.info(
+                        "Scheduler stopped while dispatching: %d due run(s) not started",
+                        len(fires) - index,
+                    )
+                    break
             try:
                 executor = self._lookup_executor(job.executor)
                 executor.submit_job(job, run_times)
