@@ -201,7 +201,7 @@ async def _measure(
     impl: str, kind: str, n: int, window: float, tmp: str, quick: bool
 ) -> dict[str, float]:
     rate = RATE[kind]
-    lead = (1.0 if quick else 3.0) + n / 20_000  # to declare and start before the first fire
+    lead = (1.0 if quick else 3.0) + n / 5_000  # to declare and start before the first fire
     adds = 100 if quick else SQLITE_ADDS
     settle = 0.3 if quick else 1.0
     url = f"sqlite:///{tmp}/jobs.sqlite"
