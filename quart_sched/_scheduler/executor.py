@@ -173,7 +173,8 @@ class QuartExecutor(BaseExecutor):  # type: ignore[misc]
             run.error = exc
             run.traceback = "".join(traceback.format_tb(exc.__traceback__))
             del exc
-            self._complete(batch, run)
+            # Soon, not now: the submission counts this instance once this returns.
+            batch.loop.call_soon(self._complete, batch, run)
             return
         batch.tasks.add(task)
         task.add_done_callback(run.task_done)
