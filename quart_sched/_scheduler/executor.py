@@ -85,6 +85,12 @@ class QuartExecutor(BaseExecutor):  # type: ignore[misc]
             raise ConfigurationError(f"max_workers must be an integer >= 1, got {max_workers!r}")
         self.max_workers = max_workers
         self._pool_kwargs = dict(pool_kwargs or {})
+        unknown = set(self._pool_kwargs) - {"initializer", "initargs"}
+        if unknown:
+            raise ConfigurationError(
+                "pool_kwargs takes initializer and initargs only, got "
+                + ", ".join(sorted(unknown))
+            )
         self._batch: Batch | None = None
 
     # APScheduler's executor interface ------------------------------------------------
@@ -584,12 +590,10 @@ class Workers:
         self._shutdown = False
 
     def configure(self, pool_kwargs: dict[str, Any]) -> None:
-        """Take ``ThreadPoolExecutor``'s ``initializer`` and ``initargs`` (``pool_kwargs``)."""
-        kwargs = dict(pool_kwargs)
-        self._initializer = kwargs.pop("initializer", None)
-        self._initargs = tuple(kwargs.pop("initargs", ()))
-        if kwargs:
-            raise ConfigurationError(f"unsupported pool_kwargs: {', '.join(sorted(kwargs))}")
+        """Take ``ThreadPoolExecutor``'s ``initializer`` and ``initargs`` (``pool_kwargs``,
+        checked by the executor): each thread calls it once, before its first run."""
+        self._initializer = pool_kwargs.get("initializer")
+        self._initargs = tuple(pool_kwargs.get("initargs", ()))
 
     def submit(self, item: Any) -> None:
         if self._shutdown:
