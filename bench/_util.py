@@ -106,6 +106,9 @@ class Target:
     limit: float
     higher_is_better: bool
     unit: str = "x"
+    #: The same ratio in each round (the rounds are interleaved: round i of both rows ran
+    #: side by side), so the spread shows whether the verdict could flip.
+    per_round: list[float] = field(default_factory=list)
 
     @property
     def met(self) -> bool:
@@ -118,9 +121,19 @@ class Target:
     def line(self) -> str:
         op = "≥" if self.higher_is_better else "<"
         verdict = "met" if self.met else "MISSED"
+        spread = ""
+        rounds = [r for r in self.per_round if not math.isnan(r)]
+        if len(rounds) > 1:
+            agree = sum(
+                (r >= self.limit) if self.higher_is_better else (r < self.limit) for r in rounds
+            )
+            spread = (
+                f" (rounds {min(rounds):.3g} to {max(rounds):.3g}{self.unit}; "
+                f"met in {agree} of {len(rounds)})"
+            )
         return (
             f"- target {self.name}: {op} {self.limit:g}{self.unit}; measured "
-            f"{self.measured:.3g}{self.unit}: **{verdict}**"
+            f"{self.measured:.3g}{self.unit}{spread}: **{verdict}**"
         )
 
 
@@ -157,6 +170,33 @@ class Scenario:
             if row.impl == impl and group in (None, row.group) and row.unavailable is None:
                 return row.median(key)
         return math.nan
+
+    def round_ratios(self, impl: str, ref: str, group: str | None, key: str) -> list[float]:
+        """``impl`` ÷ ``ref`` for ``key``, round by round (interleaved rounds pair up)."""
+        rows = {}
+        for row in self.rows:
+            if row.impl in (impl, ref) and group in (None, row.group) and row.unavailable is None:
+                rows.setdefault(row.impl, row)
+        if len(rows) < 2:
+            return []
+        out = []
+        for a, b in zip(rows[impl].rounds, rows[ref].rounds, strict=False):
+            x, y = a.get(key), b.get(key)
+            out.append(x / y if x is not None and y else math.nan)
+        return out
+
+    def ratio_target(
+        self, name: str, impl: str, ref: str, group: str | None, key: str, limit: float
+    ) -> Target:
+        """A target on the ratio of two rows' medians (higher is better), with its spread."""
+        try:
+            measured = self.value(impl, group, key) / self.value(ref, group, key)
+        except ZeroDivisionError:
+            measured = math.nan
+        target = Target(name, measured, limit, True)
+        target.per_round = self.round_ratios(impl, ref, group, key)
+        self.targets.append(target)
+        return target
 
     def ratio_of(self, ratio: Ratio, row: Row) -> float:
         if row.unavailable is not None:

@@ -110,3 +110,13 @@ OUTAGE_FIRES: list[float] = []
 
 async def outage_fire() -> None:
     OUTAGE_FIRES.append(time.time())
+
+
+# scale: when each job ran -------------------------------------------------------------
+
+#: (job index, start time) of every run of the scale scenario's jobs.
+SCALE_RUNS: list[tuple[int, float]] = []
+
+
+async def scale_tick(i: int) -> None:
+    SCALE_RUNS.append((i, time.time()))

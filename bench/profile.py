@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from bench import burst, jobs, loop_health
-from bench._util import QS, RAW, median, quart_sched_config, run_child
+from bench._util import QS, QS_HISTORY, RAW, median, quart_sched_config, run_child
 
 
 def _print(profile: cProfile.Profile, title: str, limit: int = 25) -> None:
@@ -170,6 +170,8 @@ def _redeclare(n: int = 1000) -> None:
 PROFILES: dict[str, Callable[[], Any]] = {
     "burst-coroutine": lambda: _burst(QS, "coroutine"),
     "burst-plain": lambda: _burst(QS, "plain"),
+    "burst-coroutine-history": lambda: _burst(QS_HISTORY, "coroutine"),
+    "burst-plain-history": lambda: _burst(QS_HISTORY, "plain"),
     "burst-coroutine-raw": lambda: _burst(RAW, "coroutine"),
     "burst-plain-raw": lambda: _burst(RAW, "plain"),
     "declare": _declare,

@@ -32,6 +32,7 @@ import aiosqlite
 from .errors import HistoryUnavailableError
 
 logger = logging.getLogger("quart_sched")
+_time = time.time
 
 #: Outcomes of a finished run; ``running`` marks one under way.
 OUTCOMES = ("success", "error", "missed", "skipped", "interrupted")
@@ -121,6 +122,11 @@ def run_record(row: Sequence[Any]) -> dict[str, Any]:
 OPEN_WAIT = 5.0
 #: Records kept in memory while the file cannot be written; older ones are dropped.
 MAX_BUFFERED = 100_000
+#: The writer puts off a write while runs are recorded faster than this (per second),
+#: checking every BURST_PROBE s, for at most BURST_WAIT flush intervals.
+BURST_RATE = 1000
+BURST_PROBE = 0.02
+BURST_WAIT = 8
 
 
 @dataclass(frozen=True)
@@ -290,6 +296,7 @@ class RunHistory(RunRecorder):
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self._last_retention = 0.0
+        self._recorded = 0  # records taken since start: tells a burst under way
         self._holders: set[str] = set()
 
     @property
@@ -303,20 +310,23 @@ class RunHistory(RunRecorder):
 
     # recording: cheap, synchronous, on the loop ------------------------------------------
 
+    # Each call builds one tuple of plain values (which the garbage collector stops
+    # tracking: thousands of buffered rows in a burst then cost it nothing) and touches
+    # the buffers once; everything else (SQL parameters, dicts for the API) is built
+    # later, off the path of a run. Columns in _COLUMNS order; `at` (the sort time) is
+    # the start, or the decision.
+
     def _row(
         self, job_id: str, scheduled: datetime | None, outcome: str, *, started: bool
     ) -> tuple[Any, ...]:
-        # Columns in _COLUMNS order; `at` (the sort time) is the start, or the decision.
-        # A tuple of plain values, which the garbage collector stops tracking: thousands
-        # of buffered rows in a burst then cost it nothing.
-        now = time.time()
+        now = _time()
         process = _process
         return (
             # Unique across processes (64 random bits each) and cheaper than uuid4().
             f"{process.prefix}-{next(process.numbers)}",
             job_id,
             outcome,
-            scheduled.timestamp() if scheduled is not None else None,
+            None if scheduled is None else scheduled.timestamp(),
             now if started else None,  # started_at
             None if started else now,  # finished_at
             now,  # at
@@ -331,9 +341,25 @@ class RunHistory(RunRecorder):
 
     def started(self, job_id: str, scheduled: datetime | None) -> str:
         """Record that a run starts now, before the job's code runs; returns its run id."""
-        row = self._row(job_id, scheduled, RUNNING, started=True)
-        run_id: str = row[0]
-        self._starts[run_id] = self._live[run_id] = row
+        now = _time()
+        process = _process
+        run_id = f"{process.prefix}-{next(process.numbers)}"
+        self._starts[run_id] = self._live[run_id] = (
+            run_id,
+            job_id,
+            RUNNING,
+            None if scheduled is None else scheduled.timestamp(),
+            now,  # started_at
+            None,  # finished_at
+            now,  # at
+            None,  # duration
+            None,  # error_type
+            None,  # error_message
+            None,  # traceback
+            self.host,
+            process.pid,
+            process.token,
+        )
         self._poke()
         return run_id
 
@@ -346,28 +372,34 @@ class RunHistory(RunRecorder):
         traceback: str | None = None,
     ) -> tuple[Any, ...]:
         """Record how a run ended; returns its row (see :func:`run_record`)."""
-        now = time.time()
-        error_type = type(error).__name__ if error is not None else None
-        error_message = str(error) if error is not None else None
+        now = _time()
         start = self._live.pop(run_id)
+        started_at = start[4]
         row = (
-            *start[:2],
+            run_id,
+            start[1],
             outcome,
             start[3],
-            start[4],
+            started_at,
             now,
             start[6],
-            now - start[4],
-            error_type,
-            error_message,
+            now - started_at,
+            None if error is None else type(error).__name__,
+            None if error is None else str(error),
             traceback,
-            *start[11:],
+            start[11],
+            start[12],
+            start[13],
         )
-        if run_id in self._starts:  # not written yet: its one INSERT carries start and end
-            self._starts[run_id] = row
+        starts = self._starts
+        if run_id in starts:
+            # Not written yet: its one INSERT carries start and end. The buffers do not
+            # grow, and the start already woke the writer (which writes this row next).
+            starts[run_id] = row
+            self._recorded += 1
         else:
             self._finishes.append(row)
-        self._poke()
+            self._poke()
         return row
 
     def not_run(self, job_id: str, scheduled: datetime | None, outcome: str) -> tuple[Any, ...]:
@@ -379,10 +411,12 @@ class RunHistory(RunRecorder):
         return row
 
     def _poke(self) -> None:
+        self._recorded += 1
         if len(self._starts) + len(self._finishes) > MAX_BUFFERED:
             self._drop_oldest()
-        if self._wake is not None:
-            self._wake.set()
+        wake = self._wake
+        if wake is not None and not wake.is_set():  # set() once until the writer clears it
+            wake.set()
 
     def _drop_oldest(self) -> None:
         excess = len(self._starts) + len(self._finishes) - MAX_BUFFERED
@@ -653,6 +687,16 @@ class RunHistory(RunRecorder):
         assert self._stopping is not None
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), self.flush_interval)
+        # A burst of runs still under way (more than BURST_RATE records a second): wait
+        # for it to end, up to BURST_WAIT intervals in all. The write holds the GIL on
+        # aiosqlite's thread for much of its time, which would slow the burst's dispatch.
+        deadline = time.monotonic() + self.flush_interval * BURST_WAIT
+        while not self._stopping.is_set() and time.monotonic() < deadline:
+            before = self._recorded
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), BURST_PROBE)
+            if self._recorded - before < BURST_RATE * BURST_PROBE:
+                return
 
     def _buffered(self) -> bool:
         return bool(self._starts or self._finishes or self._rewrite)

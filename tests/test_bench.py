@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = {"burst", "steady", "loop_health", "api", "persistence", "store_outage"}
+SCENARIOS = {"burst", "steady", "loop_health", "api", "persistence", "store_outage", "scale"}
 
 if os.environ.get("CI") != "true":  # in CI the peers are installed, or this must fail
     pytest.importorskip("flask_apscheduler", reason="the bench extra is not installed")

@@ -11,6 +11,7 @@ one module each:
   persistent one), record them, ask the fire gate (``quart_sched._gate``), submit runs;
 * ``executor``: :class:`QuartExecutor`, which runs coroutine functions on the loop and
   plain functions in a bounded thread pool, each run in a fresh app context;
+* ``workers``: that thread pool, handing finished runs back to the loop in batches;
 * ``reporting``: every outcome to the blinker signals and the run history;
 * ``unloadable``: stored jobs whose code cannot be loaded are kept, not deleted.
 

@@ -4,10 +4,10 @@ pool, each run in a fresh app context, every outcome reported."""
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextvars
 import inspect
 import logging
+import time
 import traceback
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -34,6 +34,7 @@ except ImportError:  # pragma: no cover - a Quart that moved it
     _cv_app = None  # type: ignore[assignment]
 
 from .. import signals
+from .._history import run_record
 from ..errors import (
     ConfigurationError,
     SchedulerNotRunningError,
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from .scheduler import QuartScheduler
 
 from .reporting import CANCEL_GRACE
+from .workers import Workers
 
 logger = logging.getLogger("quart_sched")
 
@@ -58,8 +60,12 @@ class Batch:
     """What one start of an executor owns; a shutdown drains it while a restart goes on."""
 
     loop: asyncio.AbstractEventLoop
-    pool: concurrent.futures.ThreadPoolExecutor
+    pool: Workers
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    #: Plain runs handed to the pool and not reported back yet (see :class:`PlainRun`).
+    plain: set[PlainRun] = field(default_factory=set)
+    #: Set by the delivery that empties ``plain`` while a drain waits for it.
+    idle: asyncio.Future[None] | None = None
 
 
 class QuartExecutor(BaseExecutor):  # type: ignore[misc]
@@ -76,6 +82,12 @@ class QuartExecutor(BaseExecutor):  # type: ignore[misc]
             raise ConfigurationError(f"max_workers must be an integer >= 1, got {max_workers!r}")
         self.max_workers = max_workers
         self._pool_kwargs = dict(pool_kwargs or {})
+        unknown = set(self._pool_kwargs) - {"initializer", "initargs"}
+        if unknown:
+            raise ConfigurationError(
+                "pool_kwargs takes initializer and initargs only, got "
+                + ", ".join(sorted(unknown))
+            )
         self._batch: Batch | None = None
 
     # APScheduler's executor interface ------------------------------------------------
@@ -83,21 +95,16 @@ class QuartExecutor(BaseExecutor):  # type: ignore[misc]
     def start(self, scheduler: QuartScheduler, alias: str) -> None:
         super().start(scheduler, alias)
         assert scheduler._eventloop is not None, "start the scheduler on a running loop"
-        self._batch = Batch(
-            loop=scheduler._eventloop,
-            pool=concurrent.futures.ThreadPoolExecutor(
-                self.max_workers, thread_name_prefix=f"quart_sched-{alias}", **self._pool_kwargs
-            ),
-        )
+        loop = scheduler._eventloop
+        batch = Batch(loop=loop, pool=Workers(loop, self.max_workers, f"quart_sched-{alias}"))
+        batch.pool.configure(self._pool_kwargs)
+        self._batch = batch
 
     def shutdown(self, wait: bool = True) -> None:
         """Stop taking jobs. Running ones are left to :meth:`drain`, never cancelled here."""
         batch, self._batch = self._batch, None
         if batch is not None and not wait:
             batch.pool.shutdown(wait=False)
-
-    def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
-        self._submit(job, run_times, check_misfire=True)
 
     # ours ---------------------------------------------------------------------------
 
@@ -115,6 +122,223 @@ class QuartExecutor(BaseExecutor):  # type: ignore[misc]
             task = self._submit(job, [datetime.now(timezone.utc)], check_misfire=False)
             self._instances[job.id] += 1
         return task
+
+    def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
+        batch = self._batch
+        if batch is None:
+            raise SchedulerNotRunningError
+        if len(run_times) == 1 and asyncio._get_running_loop() is batch.loop:
+            app = self._scheduler.app
+            if _quiet_app(app) and not self._missed(job, run_times[0]):
+                if is_coroutine_function(job.func):
+                    self._start_coroutine(batch, job, run_times[0], app)
+                else:
+                    self._submit_plain(batch, job, run_times[0], app)
+                return
+        self._submit(job, run_times, check_misfire=True)
+
+    def _missed(self, job: Job, run_time: datetime) -> bool:
+        grace = job.misfire_grace_time
+        return grace is not None and time.time() - run_time.timestamp() > grace
+
+    # The plain-function path. No task, no await: the run is handed to a pool thread,
+    # which pushes the app context itself (in a copy of the loop's context, as Quart's
+    # run_sync does), calls the function and hands the run back; the loop then records
+    # and reports it, for all the runs that came back meanwhile in one callback. Taken
+    # when nothing needs the loop during the run: one run time, no misfire to report, and
+    # an app context that needs no signal sends or teardown functions (Quart's own push
+    # and pop are coroutines). Everything else takes the task path below.
+
+    def _submit_plain(self, batch: Batch, job: Job, run_time: datetime, app: Any) -> None:
+        history = self._scheduler.history
+        run = PlainRun(self, batch, job, run_time, app, contextvars.copy_context())
+        if _debug():
+            logger.debug("Running job %r (scheduled at %s)", job.id, run_time)
+        if history is not None:
+            run.run_id = history.started(job.id, run_time)
+        batch.plain.add(run)
+        batch.pool.submit(run)
+
+    # The coroutine path, on the same terms: the job's coroutine is the task (created in
+    # a copy of the loop's context holding the run's app context), and a done callback
+    # records and reports it; no wrapping coroutine, no await on the way back.
+
+    def _start_coroutine(self, batch: Batch, job: Job, run_time: datetime, app: Any) -> None:
+        history = self._scheduler.history
+        run = PlainRun(self, batch, job, run_time, app, None)
+        if _debug():
+            logger.debug("Running job %r (scheduled at %s)", job.id, run_time)
+        if history is not None:
+            run.run_id = history.started(job.id, run_time)
+        try:
+            task = contextvars.copy_context().run(_create_job_task, batch.loop, app, job)
+        except Exception as exc:  # calling the function failed (its arguments, say)
+            run.error = exc
+            run.traceback = "".join(traceback.format_tb(exc.__traceback__))
+            del exc
+            # Soon, not now: the submission counts this instance once this returns.
+            batch.loop.call_soon(self._complete, batch, run)
+            return
+        batch.tasks.add(task)
+        task.add_done_callback(run.task_done)
+
+    def _coroutine_done(self, batch: Batch, run: PlainRun, task: asyncio.Task[Any]) -> None:
+        batch.tasks.discard(task)
+        if task.cancelled():  # still running when a drain gave up on it
+            self._interrupted_now(batch, run)
+            return
+        exc = task.exception()
+        if exc is None:
+            run.retval = task.result()
+        else:
+            run.error = exc
+            run.traceback = "".join(traceback.format_tb(exc.__traceback__))
+            del exc
+        self._complete(batch, run)
+
+    def _interrupted_now(self, batch: Batch, run: PlainRun) -> None:
+        job, run_time = run.job, run.run_time
+        logger.warning(
+            "Job %r (scheduled at %s) was interrupted: still running when the scheduler shut down",
+            job.id,
+            run_time.isoformat(),
+        )
+        history = self._scheduler.history
+        row = None
+        if history is not None and run.run_id is not None:
+            row = history.finished(run.run_id, "interrupted")
+        if signals.job_interrupted.receivers or (row and signals.run_finished.receivers):
+            task = batch.loop.create_task(self._report_interrupted(job.id, run_time, row))
+            batch.tasks.add(task)
+            task.add_done_callback(batch.tasks.discard)
+        self._run_job_success(job.id, [])
+
+    async def _report_interrupted(
+        self, job_id: str, run_time: datetime, row: tuple[Any, ...] | None
+    ) -> None:
+        scheduler: QuartScheduler = self._scheduler
+        await scheduler.report(signals.job_interrupted, job_id, run_time)
+        if row is not None and signals.run_finished.receivers:
+            await scheduler.report(signals.run_finished, job_id, run_time, run=run_record(row))
+
+    def _finish_plain(self, batch: Batch, run: PlainRun) -> None:
+        """On the loop: a plain run came back from its thread."""
+        if run not in batch.plain:
+            return  # interrupted at shutdown: already reported
+        batch.plain.discard(run)
+        if run.cancelled:  # dropped from the pool's queue without a loop to report to
+            self._record_interrupted_now(run)
+        else:
+            self._complete(batch, run)
+        if not batch.plain and batch.idle is not None and not batch.idle.done():
+            batch.idle.set_result(None)
+
+    def _complete(self, batch: Batch, run: PlainRun) -> None:
+        """A run of the thread or coroutine path ended: record it, tell the listeners."""
+        if inspect.isawaitable(run.retval) or (
+            signals.job_executed.receivers
+            or signals.job_failed.receivers
+            or signals.run_finished.receivers
+        ):
+            # Someone listens (or the function returned a coroutine to await): report in
+            # a task, in the order the task path does.
+            task = batch.loop.create_task(self._report_plain(batch, run))
+            batch.tasks.add(task)
+            task.add_done_callback(batch.tasks.discard)
+        else:
+            self._run_job_success(run.job.id, [self._plain_outcome(run)[0]])
+
+    def _plain_outcome(self, run: PlainRun) -> tuple[JobExecutionEvent, tuple[Any, ...] | None]:
+        """Log and record a finished plain run (no signals): its event for the listeners,
+        and its history row (None: not recorded)."""
+        job, run_time = run.job, run.run_time
+        history = self._scheduler.history
+        recorded = history is not None and run.run_id is not None
+        exc = run.error
+        if exc is None:
+            if _debug():
+                logger.debug("Job %r (scheduled at %s) executed", job.id, run_time)
+            row = history.finished(run.run_id, "success") if recorded else None
+            return JobExecutionEvent(
+                EVENT_JOB_EXECUTED, job.id, job._jobstore_alias, run_time, retval=run.retval
+            ), row
+        run.error = None
+        _log_failure(job, run_time, exc)
+        row = (
+            history.finished(run.run_id, "error", error=exc, traceback=run.traceback)
+            if recorded
+            else None
+        )
+        return JobExecutionEvent(
+            EVENT_JOB_ERROR,
+            job.id,
+            job._jobstore_alias,
+            run_time,
+            exception=exc,
+            traceback=run.traceback,
+        ), row
+
+    async def _report_plain(self, batch: Batch, run: PlainRun) -> None:
+        scheduler: QuartScheduler = self._scheduler
+        job, run_time = run.job, run.run_time
+        events: list[JobExecutionEvent] = []
+        try:
+            if run.error is None and inspect.isawaitable(run.retval):
+                # A plain function that returned a coroutine: await it here, never drop it.
+                try:
+                    async with _run_context(scheduler.app):
+                        run.retval = await run.retval
+                except asyncio.CancelledError:
+                    await self._interrupted(run.run_id, job, run_time)
+                    raise
+                except Exception as exc:
+                    run.error = exc
+                    run.traceback = "".join(traceback.format_tb(exc.__traceback__))
+                    del exc
+            error = run.error
+            if error is None:
+                await scheduler.report(signals.job_executed, job.id, run_time, retval=run.retval)
+            else:
+                await scheduler.report(
+                    signals.job_failed,
+                    job.id,
+                    run_time,
+                    exception=error,
+                    traceback=run.traceback,
+                )
+            del error
+            event, row = self._plain_outcome(run)
+            if row is not None and signals.run_finished.receivers:
+                await scheduler.report(signals.run_finished, job.id, run_time, run=run_record(row))
+            events.append(event)
+        finally:
+            self._run_job_success(job.id, events)
+
+    async def interrupt_plain(self, batch: Batch, run: PlainRun) -> None:
+        """A plain run still going when the drain gave up: report it interrupted now (its
+        thread cannot be stopped; what it returns later is ignored)."""
+        batch.plain.discard(run)
+        run.cancelled = True
+        try:
+            await self._interrupted(run.run_id, run.job, run.run_time)
+        finally:
+            self._run_job_success(run.job.id, [])
+
+    async def _interrupted(self, run_id: str | None, job: Job, run_time: datetime) -> None:
+        scheduler: QuartScheduler = self._scheduler
+        logger.warning(
+            "Job %r (scheduled at %s) was interrupted: still running when the scheduler shut down",
+            job.id,
+            run_time.isoformat(),
+        )
+        await asyncio.shield(scheduler.report(signals.job_interrupted, job.id, run_time))
+        await asyncio.shield(scheduler.record_finished(run_id, job.id, run_time, "interrupted"))
+
+    def _record_interrupted_now(self, run: PlainRun) -> None:
+        history = self._scheduler.history
+        if history is not None and run.run_id is not None:
+            history.finished(run.run_id, "interrupted")
+        self._run_job_success(run.job.id, [])
 
     def _submit(
         self, job: Job, run_times: list[datetime], *, check_misfire: bool
@@ -165,37 +389,21 @@ class QuartExecutor(BaseExecutor):  # type: ignore[misc]
         run_id = history.started(job.id, run_time) if history is not None else None
         try:
             async with context:
-                if iscoroutinefunction_partial(job.func):
+                if is_coroutine_function(job.func):
                     retval = await job.func(*job.args, **job.kwargs)
                 else:
                     run = contextvars.copy_context().run
                     call = partial(run, job.func, *job.args, **job.kwargs)
-                    retval = await batch.loop.run_in_executor(batch.pool, call)
+                    retval = await batch.pool.run(call)
                 if inspect.isawaitable(retval):
                     # A plain function that returned a coroutine: await it here, never drop it.
                     retval = await retval
         except asyncio.CancelledError:
-            logger.warning(
-                "Job %r (scheduled at %s) was interrupted: still running when the scheduler "
-                "shut down",
-                job.id,
-                run_time.isoformat(),
-            )
-            await asyncio.shield(scheduler.report(signals.job_interrupted, job.id, run_time))
-            await asyncio.shield(
-                scheduler.record_finished(run_id, job.id, run_time, "interrupted")
-            )
+            await self._interrupted(run_id, job, run_time)
             raise
         except Exception as exc:
             formatted = "".join(traceback.format_tb(exc.__traceback__))
-            logger.error(
-                "Job %r (scheduled at %s) failed: %s: %s",
-                job.id,
-                run_time.isoformat(),
-                type(exc).__name__,
-                exc,
-                exc_info=exc,
-            )
+            _log_failure(job, run_time, exc)
             await scheduler.report(
                 signals.job_failed, job.id, run_time, exception=exc, traceback=formatted
             )
@@ -211,6 +419,128 @@ class QuartExecutor(BaseExecutor):  # type: ignore[misc]
         await scheduler.report(signals.job_executed, job.id, run_time, retval=retval)
         await scheduler.record_finished(run_id, job.id, run_time, "success")
         return JobExecutionEvent(EVENT_JOB_EXECUTED, job.id, alias, run_time, retval=retval)
+
+
+def _log_failure(job: Job, run_time: datetime, exc: BaseException) -> None:
+    logger.error(
+        "Job %r (scheduled at %s) failed: %s: %s",
+        job.id,
+        run_time.isoformat(),
+        type(exc).__name__,
+        exc,
+        exc_info=exc,
+    )
+
+
+def _debug() -> bool:
+    return logger.isEnabledFor(logging.DEBUG)
+
+
+_coroutine_functions: dict[Any, bool] = {}
+
+
+def is_coroutine_function(func: Any) -> bool:
+    """``iscoroutinefunction_partial(func)``, remembered per function (it costs a tenth of
+    a coroutine run's dispatch otherwise)."""
+    try:
+        return _coroutine_functions[func]
+    except KeyError:
+        pass
+    except TypeError:  # unhashable
+        return bool(iscoroutinefunction_partial(func))
+    answer = bool(iscoroutinefunction_partial(func))
+    if len(_coroutine_functions) >= 4096:  # job functions come and go: stay bounded
+        _coroutine_functions.clear()
+    _coroutine_functions[func] = answer
+    return answer
+
+
+class PlainRun:
+    """One run of a plain function on the thread path: what the thread needs, and what
+    it hands back."""
+
+    __slots__ = (
+        "app",
+        "batch",
+        "cancelled",
+        "context",
+        "error",
+        "executor",
+        "job",
+        "retval",
+        "run_id",
+        "run_time",
+        "traceback",
+    )
+
+    def __init__(
+        self,
+        executor: QuartExecutor,
+        batch: Batch,
+        job: Job,
+        run_time: datetime,
+        app: Any,
+        context: contextvars.Context | None,
+    ) -> None:
+        self.executor = executor
+        self.batch = batch
+        self.job = job
+        self.run_time = run_time
+        self.app = app
+        self.context = context
+        self.run_id: str | None = None
+        self.retval: Any = None
+        self.error: BaseException | None = None
+        self.traceback: str | None = None
+        self.cancelled = False
+
+    def run(self) -> None:
+        """In a pool thread: push a fresh app context and call the function."""
+        if self.cancelled:
+            return
+        try:
+            assert self.context is not None
+            self.retval = self.context.run(_call_in_app, self.app, self.job)
+        except BaseException as exc:
+            self.error = exc
+            self.traceback = "".join(traceback.format_tb(exc.__traceback__))
+        self.context = None
+
+    def finish(self) -> None:
+        """On the loop, once the thread is done."""
+        self.executor._finish_plain(self.batch, self)
+
+    def task_done(self, task: asyncio.Task[Any]) -> None:
+        """On the loop, once the coroutine's task is done."""
+        self.executor._coroutine_done(self.batch, self, task)
+
+
+def _create_job_task(loop: asyncio.AbstractEventLoop, app: Quart | None, job: Job) -> Any:
+    # In a copy of the loop's context, which the task takes over: the run's app context
+    # lives and dies with that task.
+    if app is not None:
+        _cv_app.set(app.app_context())
+    return loop.create_task(job.func(*job.args, **job.kwargs))
+
+
+def _call_in_app(app: Quart | None, job: Job) -> Any:
+    # In the run's own copy of the loop's context: the app context set here is gone with
+    # it, as Quart's pop would leave it (no teardown functions or signals: see _quiet).
+    if app is not None:
+        _cv_app.set(app.app_context())
+    return job.func(*job.args, **job.kwargs)
+
+
+def _quiet_app(app: Quart | None) -> bool:
+    """Whether a run's app context may be set without Quart's push and pop (nothing
+    listens to its signals, no teardown function)."""
+    return app is None or not (
+        _cv_app is None
+        or app.teardown_appcontext_funcs
+        or appcontext_pushed.receivers
+        or appcontext_popped.receivers
+        or appcontext_tearing_down.receivers
+    )
 
 
 def _null_async_context() -> AbstractAsyncContextManager[Any]:
@@ -244,26 +574,30 @@ def _run_context(app: Quart | None) -> Any:
     """The app context a run gets: a fresh one every run."""
     if app is None:
         return _null_async_context()
-    if (
-        _cv_app is None
-        or app.teardown_appcontext_funcs
-        or appcontext_pushed.receivers
-        or appcontext_popped.receivers
-        or appcontext_tearing_down.receivers
-    ):
+    if not _quiet_app(app):
         return app.app_context()  # someone listens: Quart's own push and pop
     return _QuietAppContext(app)
 
 
 async def drain(batch: Batch, timeout: float) -> None:
     """Await the batch's running jobs up to ``timeout`` s, then cancel what is left."""
-    tasks = set(batch.tasks)
-    if tasks:
-        _, pending = await asyncio.wait(tasks, timeout=timeout)
+    waits: set[asyncio.Future[Any]] = set(batch.tasks)
+    if batch.plain:
+        batch.idle = batch.loop.create_future()
+        waits.add(batch.idle)
+    if waits:
+        _, pending = await asyncio.wait(waits, timeout=timeout)
         for task in pending:
             task.cancel()
+        interrupted = [run.executor.interrupt_plain(batch, run) for run in list(batch.plain)]
+        if interrupted:
+            pending.add(asyncio.ensure_future(asyncio.gather(*interrupted)))
         if pending:
             await asyncio.wait(pending, timeout=CANCEL_GRACE)
+        # Reports that runs ending meanwhile started (signals to receivers) finish too.
+        reports = {task for task in batch.tasks if not task.done()}
+        if reports:
+            await asyncio.wait(reports, timeout=CANCEL_GRACE)
     # Threads cannot be cancelled: one still running finishes on its own.
     batch.pool.shutdown(wait=False, cancel_futures=True)
 

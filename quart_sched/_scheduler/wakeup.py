@@ -35,6 +35,9 @@ from .unloadable import UnloadableJob
 
 logger = logging.getLogger("quart_sched")
 
+#: Most fires one pass submits before it lets the loop run other work (see _submit_fires).
+SUBMIT_SLICE = 50
+
 
 def on_loop(loop: asyncio.AbstractEventLoop) -> bool:
     """Whether the caller runs on ``loop``."""
@@ -110,7 +113,7 @@ class WakeupLoop(AsyncIOScheduler):  # type: ignore[misc]
                 taken = self._take_due(alias, store)
             for removed in taken.removed:
                 events.append(JobEvent(EVENT_JOB_REMOVED, removed, alias))
-            events += self._submit_fires(alias, await self._admitted(taken.fires))
+            events += await self._submit_fires(alias, await self._admitted(taken.fires))
             for when in (taken.next_run, taken.retry_at):
                 if when is not None and (next_wakeup is None or when < next_wakeup):
                     next_wakeup = when
@@ -218,9 +221,24 @@ class WakeupLoop(AsyncIOScheduler):  # type: ignore[misc]
             job.load_error,
         )
 
-    def _submit_fires(self, alias: str, fires: list[tuple[Job, list[datetime]]]) -> list[Any]:
+    async def _submit_fires(
+        self, alias: str, fires: list[tuple[Job, list[datetime]]]
+    ) -> list[Any]:
         events: list[Any] = []
-        for job, run_times in fires:
+        for index, (job, run_times) in enumerate(fires):
+            if index and not index % SUBMIT_SLICE:
+                # A large due batch (a thousand jobs due at the same second) goes out in
+                # slices, with the loop free in between: requests are served while it is
+                # dispatched instead of waiting behind all of it.
+                await asyncio.sleep(0)
+                if self.state == STATE_STOPPED:
+                    # Stopped meanwhile: nothing can run any more (as for runs taken
+                    # from a persistent store while the scheduler stops).
+                    logger.info(
+                        "Scheduler stopped while dispatching: %d due run(s) not started",
+                        len(fires) - index,
+                    )
+                    break
             try:
                 executor = self._lookup_executor(job.executor)
                 executor.submit_job(job, run_times)
