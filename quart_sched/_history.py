@@ -120,6 +120,10 @@ def run_record(row: Sequence[Any]) -> dict[str, Any]:
 
 #: Seconds a query waits for the history file to be opened when the app has just started.
 OPEN_WAIT = 5.0
+#: Seconds a closing history keeps trying to write what it holds, and between tries: a
+#: file another process holds (workers sharing one history) is locked only briefly.
+CLOSING_PATIENCE = 5.0
+CLOSING_RETRY = 0.1
 #: Records kept in memory while the file cannot be written; older ones are dropped.
 MAX_BUFFERED = 100_000
 #: The writer puts off a write while runs are recorded faster than this (per second),
@@ -298,6 +302,7 @@ class RunHistory(RunRecorder):
         self._last_retention = 0.0
         self._recorded = 0  # records taken since start: tells a burst under way
         self._holders: set[str] = set()
+        self._close_deadline: float | None = None  # set by the first failed write at close
 
     @property
     def location(self) -> str:
@@ -456,6 +461,7 @@ class RunHistory(RunRecorder):
         if self._writer is not None and not self._writer.done():
             return
         self._closing = False
+        self._close_deadline = None
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._opened = asyncio.Event()
@@ -644,9 +650,10 @@ class RunHistory(RunRecorder):
                 except (sqlite3.Error, OSError, HistoryUnavailableError) as exc:
                     self._unavailable(exc)
                     self._opened.set()  # queries stop waiting: they answer the error
-                    if self._closing:
+                    if self._closing and not await self._try_again_before_closing():
                         return
-                    await self._sleep(self.retry_interval)
+                    if not self._closing:
+                        await self._sleep(self.retry_interval)
                     continue
                 self._writable_again()
             self._opened.set()
@@ -658,9 +665,10 @@ class RunHistory(RunRecorder):
                 await self._retention()
             except (sqlite3.Error, OSError, HistoryUnavailableError) as exc:
                 self._unavailable(exc)
-                if self._closing:
+                if self._closing and not await self._try_again_before_closing():
                     return
-                await self._sleep(self.retry_interval)
+                if not self._closing:
+                    await self._sleep(self.retry_interval)
                 continue
             self._writable_again()
             if self._closing and not self._buffered():
@@ -671,6 +679,26 @@ class RunHistory(RunRecorder):
             # Gather for one interval before writing, so that a burst of runs is over
             # before its rows are written (the write holds the GIL on another thread).
             await self._collect()
+
+    async def _try_again_before_closing(self) -> bool:
+        """Closing, and the file refused the last write (another process holds it, as
+        workers sharing one history file do): try again for :data:`CLOSING_PATIENCE`
+        seconds, then give up, saying how many records are lost."""
+        now = time.monotonic()
+        if self._close_deadline is None:
+            self._close_deadline = now + CLOSING_PATIENCE
+        if now < self._close_deadline:
+            await asyncio.sleep(CLOSING_RETRY)
+            return True
+        lost = len(self._starts) + len(self._finishes) + len(self._rewrite)
+        if lost:
+            logger.warning(
+                "Run history %r: %d record(s) not written before closing (%s)",
+                self.path,
+                lost,
+                self.error,
+            )
+        return False
 
     def _writable_again(self) -> None:
         if self.error is not None:

@@ -982,6 +982,25 @@ async def test_locked_file_keeps_runs_in_memory_until_it_can_be_written(
     assert len({row["run_id"] for row in rows}) == len(rows)
 
 
+async def test_closing_waits_briefly_for_a_file_another_process_holds(db: Path) -> None:
+    """Workers sharing one history file lock it in turn: a worker stopping while another
+    writes must still write its runs, not drop them."""
+    app, ext = make_app(db)
+    async with served(app, ext):
+        ext.add_job("tick", noop, trigger="interval", hours=1)
+        await wait_until(lambda: file_rows(db) is not None)
+        for _ in range(5):
+            await ext.run_job("tick")
+        with closing(sqlite3.connect(db, timeout=5, isolation_level=None)) as locker:
+            locker.execute("BEGIN EXCLUSIVE")  # as another worker's write would
+            loop = asyncio.get_running_loop()
+            loop.call_later(1.5, locker.execute, "ROLLBACK")
+            await history_of(ext).release("serving")  # the close: waits out the lock
+            await history_of(ext).release("scheduler")
+    rows = file_rows(db)
+    assert [row["outcome"] for row in rows].count("success") == 5, rows
+
+
 async def test_error_clears_once_a_locked_file_is_written_again(db: Path) -> None:
     app, ext = make_app(db)
     history_of(ext).retry_interval = 0.2
