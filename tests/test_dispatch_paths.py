@@ -18,6 +18,7 @@ from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecution
 from quart import Quart, current_app, g
 
 from quart_sched import APScheduler
+from quart_sched import _history as history_module
 from quart_sched._history import RunHistory
 from quart_sched._scheduler import wakeup
 from quart_sched.errors import HistoryUnavailableError
@@ -212,7 +213,8 @@ async def test_the_history_writes_after_a_burst_not_during_it(tmp_path: Path) ->
         await asyncio.sleep(0.2)  # the file is opened
         at = datetime.now(timezone.utc)
         recorded = 0
-        end = time.monotonic() + 0.5  # 10 flush intervals of records at ~10,000/s
+        # Records at ~10,000/s for half of the longest the writer puts a write off.
+        end = time.monotonic() + history.flush_interval * history_module.BURST_WAIT / 2
         while time.monotonic() < end:
             for _ in range(20):
                 history.finished(history.started("j", at), "success")
