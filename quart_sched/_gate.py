@@ -10,25 +10,35 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 
 @dataclass(frozen=True)
 class Fire:
-    """One scheduled run of a job."""
+    """One scheduled run of a job. ``keep_until``: until when a ledger must remember it
+    (after that, no process could still find it due); not part of its identity."""
 
     job_id: str
     run_time: datetime
+    keep_until: datetime | None = field(default=None, compare=False)
 
 
 class FireGate(ABC):
     """Decides which due fires this process runs. Called once per pass with every fire
     the pass took, so a backend can claim them in one round trip."""
 
+    def may_take(self) -> bool:
+        """Whether this process may take due fires from the job stores now (recording
+        their next run times there). A standby must not: the leader takes them."""
+        return True
+
     @abstractmethod
     async def admit(self, fires: Sequence[Fire]) -> Collection[Fire]:
         """The fires of ``fires`` this process may run now; the others are not run."""
+
+    def ran(self, fire: Fire) -> None:  # noqa: B027  (optional hook)
+        """A run that :meth:`admit` let through has ended (whatever its outcome)."""
 
 
 class OpenGate(FireGate):
