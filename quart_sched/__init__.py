@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING, STATE_STOPPED
 
+from ._current import current_run
 from ._extension import APScheduler
 from ._history import RunHistory, RunPage
 from ._scheduler import QuartExecutor, QuartScheduler
@@ -42,4 +43,5 @@ __all__ = [
     "SchedulerAPIError",
     "SchedulerAlreadyRunningError",
     "SchedulerNotRunningError",
+    "current_run",
 ]

@@ -90,6 +90,26 @@ KEYS: dict[str, tuple[str, str, str]] = {
         str(DEFAULT_JOBSTORE_RETRY_INTERVAL),
         "Seconds between retries after a job store error.",
     ),
+    "SCHEDULER_COORDINATION": (
+        "str | False",
+        '"auto"',
+        'How the processes serving the app elect the one that runs jobs: "auto" (the '
+        "default job store's PostgreSQL or Redis, else lock files in the instance folder), "
+        '"file" or a directory, a postgresql:// or redis:// URL, or False (every process '
+        "runs jobs).",
+    ),
+    "SCHEDULER_RERUN_INTERRUPTED": (
+        "list[str]",
+        "[]",
+        "Globs of job ids whose runs, interrupted by the end of the leader's process, the "
+        "next leader runs again (at least once instead of at most once).",
+    ),
+    "SCHEDULER_HOST_NAME": (
+        "str | None",
+        "None",
+        "This process's host name in SCHEDULER_ALLOWED_HOSTS, the leader's identity and the "
+        "run history (None: the machine's).",
+    ),
 }
 
 
@@ -117,6 +137,9 @@ class SchedulerConfig:
     history_keep_days: float | None = DEFAULT_HISTORY_KEEP_DAYS
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     jobstore_retry_interval: float = DEFAULT_JOBSTORE_RETRY_INTERVAL
+    coordination: Any = "auto"
+    rerun_interrupted: tuple[str, ...] = ()
+    host_name: str | None = None
     scheduler_options: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -153,6 +176,24 @@ def _history(config: Mapping[str, Any], instance_path: str) -> str | None:
             f'SCHEDULER_HISTORY must be a file path, ":memory:" or False, got {value!r}'
         )
     return str(value)
+
+
+_COORDINATION_SCHEMES = ("postgresql", "postgres", "redis", "rediss", "unix")
+
+
+def _coordination(config: Mapping[str, Any]) -> Any:
+    value = config.get("SCHEDULER_COORDINATION", "auto")
+    if value is False or value is None:
+        return False
+    if isinstance(value, (str, os.PathLike)) and os.fspath(value):
+        text = os.fspath(value)
+        scheme = text.split("://", 1)[0].split("+", 1)[0].lower() if "://" in text else ""
+        if not scheme or scheme in _COORDINATION_SCHEMES:
+            return text
+    raise ConfigurationError(
+        'SCHEDULER_COORDINATION must be "auto", "file", a directory, a postgresql:// or '
+        f"redis:// URL, or False; got {value!r}"
+    )
 
 
 def _limit(config: Mapping[str, Any], key: str, default: float) -> Any:
@@ -210,6 +251,15 @@ def load_config(
             'SCHEDULER_API_TRUSTED_HOSTS must be a list of host names, e.g. ["sched.example.com"]'
         )
 
+    rerun = config.get("SCHEDULER_RERUN_INTERRUPTED") or ()
+    if isinstance(rerun, str) or not all(isinstance(r, str) and r for r in rerun):
+        raise ConfigurationError(
+            'SCHEDULER_RERUN_INTERRUPTED must be a list of job id globs, e.g. ["billing-*"]'
+        )
+    host_name = config.get("SCHEDULER_HOST_NAME")
+    if host_name is not None and (not isinstance(host_name, str) or not host_name.strip()):
+        raise ConfigurationError(f"SCHEDULER_HOST_NAME must be a host name, got {host_name!r}")
+
     jobstores = _mapping(config, "SCHEDULER_JOBSTORES")
     executors = _mapping(config, "SCHEDULER_EXECUTORS")
     job_defaults = _mapping(config, "SCHEDULER_JOB_DEFAULTS")
@@ -249,5 +299,8 @@ def load_config(
         history_keep_days=_limit(config, "SCHEDULER_HISTORY_KEEP_DAYS", DEFAULT_HISTORY_KEEP_DAYS),
         shutdown_timeout=_seconds(config, "SCHEDULER_SHUTDOWN_TIMEOUT", DEFAULT_SHUTDOWN_TIMEOUT),
         jobstore_retry_interval=retry,
+        coordination=_coordination(config),
+        rerun_interrupted=tuple(rerun),
+        host_name=None if host_name is None else host_name.strip().lower(),
         scheduler_options=options,
     )

@@ -158,6 +158,22 @@ class APScheduler:
         return bool(self._scheduler.running)
 
     @property
+    def is_leader(self) -> bool:
+        """Whether this process runs the jobs now.
+
+        With ``SCHEDULER_COORDINATION`` on (the default), the processes serving the app
+        elect one leader that runs every job; the others are standbys that serve the API.
+        False while the scheduler is stopped; with coordination off, True while it runs.
+        """
+        return self._scheduler.is_leader
+
+    async def leadership(self) -> dict[str, Any]:
+        """This process's ``role`` (``"leader"``, ``"standby"``, or None when stopped), the
+        ``leader`` (host, pid, since, epoch; None if nobody leads) and the ``coordination``
+        backend (None when off), as ``GET <prefix>`` shows them."""
+        return await self._scheduler.leadership_info()
+
+    @property
     def state(self) -> int:
         """``STATE_STOPPED``, ``STATE_RUNNING`` or ``STATE_PAUSED``."""
         return int(self._scheduler.state)
@@ -218,6 +234,8 @@ class APScheduler:
             auth=self.auth,
         )
         self._config = config
+        if config.host_name is not None:
+            self._host_name = config.host_name
         self.api_enabled = config.api_enabled
         self.api_prefix = config.api_prefix
         self.endpoint_prefix = config.endpoint_prefix
@@ -243,6 +261,10 @@ class APScheduler:
             else None
         )
         self._scheduler.apply_options(config.scheduler_options)
+        self._scheduler.coordination_setting = config.coordination
+        self._scheduler.coordination_app = (app.import_name, app.instance_path)
+        self._scheduler.rerun_interrupted = config.rerun_interrupted
+        self._scheduler.host_name = self.host_name
 
         for job in config.jobs:
             definition = dict(job)
@@ -274,6 +296,8 @@ class APScheduler:
             paused = self._serving.take_start()
             if paused is not None:
                 self._scheduler.start(paused=paused)
+                # Serving starts once this process knows whether it leads.
+                await self._scheduler.coordination_started()
 
         return start_scheduler
 

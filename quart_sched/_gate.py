@@ -40,6 +40,14 @@ class FireGate(ABC):
     def ran(self, fire: Fire) -> None:  # noqa: B027  (optional hook)
         """A run that :meth:`admit` let through has ended (whatever its outcome)."""
 
+    def job_changed(self) -> None:  # noqa: B027  (optional hook)
+        """A job changed in this process (on the loop): another process may need to know."""
+
+    def poll_wait(self, wait: float | None) -> float | None:
+        """The longest the wake-up loop may sleep, given that its next fire is ``wait``
+        seconds away (None: none): other processes' changes may need a look sooner."""
+        return wait
+
 
 class OpenGate(FireGate):
     """Every fire runs: one process, or coordination turned off."""

@@ -266,6 +266,7 @@ async def get_scheduler_info(ext: APScheduler) -> Response:
             "allowed_hosts": ext.allowed_hosts,
             "running": ext.running,
             "state": STATE_NAMES[ext.state],  # ours: "running" stays true while paused
+            **await ext.leadership(),  # role, leader, coordination
         }
     )
 

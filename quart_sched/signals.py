@@ -32,12 +32,20 @@ job_interrupted = _signals.signal("quart_sched.job-interrupted")
 #: Any run ended, whatever the outcome, and was recorded in the run history: ``run`` is
 #: the record as the API shows it (only sent while the history is on).
 run_finished = _signals.signal("quart_sched.run-finished")
+#: This process became the leader: it runs the jobs now. ``leader`` is the lease (host,
+#: pid, since, epoch); sent with SCHEDULER_COORDINATION on.
+became_leader = _signals.signal("quart_sched.became-leader")
+#: This process no longer leads (stopped, or another process took over); ``leader`` is the
+#: lease it held.
+lost_leadership = _signals.signal("quart_sched.lost-leadership")
 
 __all__ = [
+    "became_leader",
     "job_executed",
     "job_failed",
     "job_interrupted",
     "job_missed",
     "job_skipped",
+    "lost_leadership",
     "run_finished",
 ]

@@ -15,12 +15,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from coordination_support import BACKENDS, make_backend
 
 from quart_sched._coordination.backend import Backend, LeaseLostError, Member
 from quart_sched._gate import Fire
 
 from support import wait_until
-from coordination_support import BACKENDS, make_backend
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -178,8 +178,14 @@ async def test_the_lease_goes_over_at_once_when_its_holder_is_killed(
     standby = await backends()
     kind = request.node.callspec.params["backends"]
     child = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("coordination_support.py")), "hold",
-         kind, standby.key, str(tmp_path)],
+        [
+            sys.executable,
+            str(Path(__file__).with_name("coordination_support.py")),
+            "hold",
+            kind,
+            standby.key,
+            str(tmp_path),
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -72,7 +72,7 @@ _MICROSECOND = timedelta(microseconds=1)
 #: Lock files this process holds, closed in a forked child: a lock belongs to the open
 #: file description, which a fork shares, so a child outliving the leader (a fork-started
 #: process pool) would otherwise keep the lock, and the death signal, alive.
-_held_locks: weakref.WeakSet[_LockFile] = weakref.WeakSet()
+_held_locks: weakref.WeakSet[LockFile] = weakref.WeakSet()
 
 
 def _close_in_child() -> None:
@@ -97,7 +97,7 @@ def keep_until(fire: Fire, now: float) -> float:
     return fire.keep_until.timestamp() if fire.keep_until else now + DEFAULT_KEEP.total_seconds()
 
 
-class _LockFile:
+class LockFile:
     """An exclusive ``flock`` on one file, taken without waiting."""
 
     def __init__(self, path: str) -> None:
@@ -143,7 +143,7 @@ class FileBackend(Backend):
         super().__init__(key, ttl=ttl)
         self.directory = directory
         self.path = os.path.join(directory, f"quart_sched-{key}.coordination.sqlite")
-        self._lock = _LockFile(os.path.join(directory, f"quart_sched-{key}.lock"))
+        self._lock = LockFile(os.path.join(directory, f"quart_sched-{key}.lock"))
         self._db: sqlite3.Connection | None = None
         self._thread: ThreadPoolExecutor | None = None
         self._listener: socket.socket | None = None

@@ -34,6 +34,7 @@ except ImportError:  # pragma: no cover - a Quart that moved it
     _cv_app = None  # type: ignore[assignment]
 
 from .. import signals
+from .._current import set_current_run
 from .._history import run_record
 from ..errors import (
     ConfigurationError,
@@ -156,6 +157,7 @@ class QuartExecutor(BaseExecutor):  # type: ignore[misc]
             logger.debug("Running job %r (scheduled at %s)", job.id, run_time)
         if history is not None:
             run.run_id = history.started(job.id, run_time)
+        run.context.run(set_current_run, job.id, run_time, run.run_id)  # type: ignore[union-attr]
         batch.plain.add(run)
         batch.pool.submit(run)
 
@@ -171,7 +173,9 @@ class QuartExecutor(BaseExecutor):  # type: ignore[misc]
         if history is not None:
             run.run_id = history.started(job.id, run_time)
         try:
-            task = contextvars.copy_context().run(_create_job_task, batch.loop, app, job)
+            task = contextvars.copy_context().run(
+                _create_job_task, batch.loop, app, job, run_time, run.run_id
+            )
         except Exception as exc:  # calling the function failed (its arguments, say)
             run.error = exc
             run.traceback = "".join(traceback.format_tb(exc.__traceback__))
@@ -387,6 +391,7 @@ class QuartExecutor(BaseExecutor):  # type: ignore[misc]
         logger.debug("Running job %r (scheduled at %s)", job.id, run_time)
         history = scheduler.history
         run_id = history.started(job.id, run_time) if history is not None else None
+        set_current_run(job.id, run_time, run_id)  # this task's own context
         try:
             async with context:
                 if is_coroutine_function(job.func):
@@ -515,9 +520,16 @@ class PlainRun:
         self.executor._coroutine_done(self.batch, self, task)
 
 
-def _create_job_task(loop: asyncio.AbstractEventLoop, app: Quart | None, job: Job) -> Any:
+def _create_job_task(
+    loop: asyncio.AbstractEventLoop,
+    app: Quart | None,
+    job: Job,
+    run_time: datetime,
+    run_id: str | None,
+) -> Any:
     # In a copy of the loop's context, which the task takes over: the run's app context
     # lives and dies with that task.
+    set_current_run(job.id, run_time, run_id)
     if app is not None:
         _cv_app.set(app.app_context())
     return loop.create_task(job.func(*job.args, **job.kwargs))

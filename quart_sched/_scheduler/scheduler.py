@@ -28,6 +28,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.util import iscoroutinefunction_partial, undefined
 
 from .._config import DEFAULT_SHUTDOWN_TIMEOUT
+from .._coordination.coordinator import Coordinator
 from .._stores import bind_to_thread, is_persistent, unwrap
 from ..errors import (
     ConfigurationError,
@@ -39,6 +40,7 @@ from ..errors import (
 from ..triggers import CronTrigger
 from .executor import Batch, QuartExecutor, drain, upgrade_executor
 from .jobs import copy_job
+from .leadership import Leadership
 from .reporting import CANCEL_GRACE, Reporting
 from .steering import StoresOnly
 from .unloadable import UnloadableJob, keep_unloadable
@@ -50,7 +52,7 @@ logger = logging.getLogger("quart_sched")
 HOLDER = "scheduler"
 
 
-class QuartScheduler(StoresOnly, WakeupLoop, Reporting):
+class QuartScheduler(StoresOnly, Leadership, WakeupLoop, Reporting):
     """An ``AsyncIOScheduler`` that lives on the loop serving a Quart app.
 
     This class holds configuration, jobs (pending ones included) and the start/stop
@@ -79,6 +81,7 @@ class QuartScheduler(StoresOnly, WakeupLoop, Reporting):
         self._pending_index: dict[tuple[str, str], Job] = {}
         self._undrained: list[Batch] = []
         self._reports: set[asyncio.Task[None]] = set()
+        self._leadership_tasks: set[asyncio.Task[Any]] = set()
 
     @classmethod
     def adopt(cls, scheduler: Any) -> QuartScheduler:
@@ -266,15 +269,36 @@ class QuartScheduler(StoresOnly, WakeupLoop, Reporting):
         self.check_storable(job, jobstore_alias)
         self._check_executor(job)
         if self._starting and replace_existing and not hasattr(job, "next_run_time"):
-            # A job re-declared at start-up (config, @task) keeps the paused state it has
-            # in a persistent store.
+            # A job declared in code or config, written at start-up: another process (the
+            # leader, or this app before a restart) may have stored it already.
             try:
                 stored = self._lookup_jobstore(jobstore_alias).lookup_job(job.id)
             except Exception:
                 stored = None
-            if stored is not None and stored.next_run_time is None:
-                job._modify(next_run_time=None)
+            if stored is not None and self._keep_stored(job, stored):
+                return
         super()._real_add_job(job, jobstore_alias, replace_existing)
+
+    def _keep_stored(self, job: Job, stored: Job) -> bool:
+        """Whether the stored job already is this declaration (then nothing is written: a
+        worker starting, or a restart, never resets its next run time). A changed one keeps
+        its stored next run time if its trigger is the same, and its pause in any case."""
+        if isinstance(stored, UnloadableJob):
+            return False  # its code loads now: write it again
+        declared = copy_job(job)
+        declared._modify(
+            **{k: v for k, v in self._job_defaults.items() if not hasattr(declared, k)},
+            next_run_time=stored.next_run_time,
+        )
+        try:
+            if _state(declared) == _state(stored):
+                return True
+            same_trigger = pickle.dumps(job.trigger) == pickle.dumps(stored.trigger)
+        except Exception:
+            return False
+        if same_trigger or stored.next_run_time is None:
+            job._modify(next_run_time=stored.next_run_time)
+        return False
 
     def modify_job(self, job_id: str, jobstore: str | None = None, **changes: Any) -> Job:
         self._check_store_write(job_id, jobstore)
@@ -429,6 +453,7 @@ class QuartScheduler(StoresOnly, WakeupLoop, Reporting):
             super().start(paused)
         finally:
             self._starting = False
+        self._start_coordination(self._eventloop)
 
     def shutdown(self, wait: bool = True) -> None:
         """Stop now: ``state`` is stopped when this returns, from any thread.
@@ -462,12 +487,13 @@ class QuartScheduler(StoresOnly, WakeupLoop, Reporting):
         self.state = STATE_STOPPED
         self._stop_timer()
         loop, self._eventloop = self._eventloop, None
+        coordinator = self._detach_coordination()
         batches = self._stop_executors_now()
         with self._jobstores_lock:
             self._keep_memory_jobs()
         stores = list(self._jobstores.values())
         timeout = self.shutdown_timeout if wait else None
-        close = self._close(batches, stores, self._generation, timeout)
+        close = self._close(batches, stores, self._generation, timeout, coordinator)
         if loop is not None and loop.is_running():
             self._closing = loop.create_task(close)
         else:
@@ -481,8 +507,15 @@ class QuartScheduler(StoresOnly, WakeupLoop, Reporting):
         self._dispatch_event(SchedulerEvent(EVENT_SCHEDULER_SHUTDOWN))
 
     async def _close(
-        self, batches: list[Batch], stores: list[Any], generation: int, timeout: float | None
+        self,
+        batches: list[Batch],
+        stores: list[Any],
+        generation: int,
+        timeout: float | None,
+        coordinator: Coordinator | None,
     ) -> None:
+        # Leadership first: a standby takes over while the last runs here finish.
+        await self._stop_coordination(coordinator)
         if timeout is not None:
             await asyncio.gather(*(drain(batch, timeout) for batch in batches))
         else:
@@ -556,6 +589,13 @@ class QuartScheduler(StoresOnly, WakeupLoop, Reporting):
 
 
 id_of = id  # add_job's `id` parameter shadows the builtin
+
+
+def _state(job: Job) -> bytes:
+    """What a job store keeps of a job, as bytes to compare."""
+    state = job.__getstate__()
+    state.pop("version", None)
+    return pickle.dumps(state)
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:

@@ -79,6 +79,7 @@ class WakeupLoop(AsyncIOScheduler):  # type: ignore[misc]
         if self.state == STATE_STOPPED or self._eventloop is None:
             return
         self._stop_timer()
+        self.gate.job_changed()
         if self._pass is not None:
             self._pass_again = True  # something changed during the pass: look again after
             return
@@ -99,10 +100,10 @@ class WakeupLoop(AsyncIOScheduler):  # type: ignore[misc]
         finally:
             self._pass = None
         if self.state == STATE_RUNNING:
-            self._start_timer(wait)
+            self._start_timer(self.gate.poll_wait(wait))
 
     async def _process_due(self) -> float | None:
-        if self.state != STATE_RUNNING:
+        if self.state != STATE_RUNNING or not self.gate.may_take():
             return None
         next_wakeup: datetime | None = None
         events: list[Any] = []

@@ -1,0 +1,304 @@
+"""The coordinator: one per running scheduler; leader or standby, and the fire gate.
+
+It runs one task on the serving loop. As a standby it tries to take the lease every
+:data:`ACQUIRE_INTERVAL` seconds; as the leader it renews it every
+:data:`RENEW_INTERVAL` seconds. It trusts its leadership only until
+``ttl - STEP_DOWN_MARGIN`` seconds after the start of its last successful renewal, on
+this process's monotonic clock: a leader that was paused (GC, SIGSTOP, a partition)
+finds on waking that its time is up and steps down before it takes or runs anything,
+and the ledger refuses its claims anyway, since a new epoch is current by then.
+
+As the fire gate (see ``_gate``), it lets the wake-up pass take due fires only while it
+leads, and admits only the fires the ledger grants it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import logging
+import time
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass
+
+from .._gate import Fire, FireGate
+from .backend import (
+    ACQUIRE_INTERVAL,
+    RENEW_INTERVAL,
+    STEP_DOWN_MARGIN,
+    Backend,
+    CoordinationUnavailableError,
+    Lease,
+    LeaseLostError,
+    Member,
+)
+
+logger = logging.getLogger("quart_sched")
+
+LEADER = "leader"
+STANDBY = "standby"
+#: Most finished fires marked in the ledger in one call.
+FINISH_BATCH = 1000
+#: The leader looks at the job stores at least this often (seconds): a notification of a
+#: standby's change may be lost.
+POLL_INTERVAL = 2.0
+
+
+@dataclass
+class Hooks:
+    """What the coordinator calls in the scheduler: all on the loop."""
+
+    #: Process due jobs now (leadership taken, or another process changed a job).
+    wake: Callable[[], None]
+    #: Leadership changed: (became leader?, the lease).
+    changed: Callable[[bool, Lease], None]
+    #: Run again fires claimed by a leader that died during their run (opted-in jobs).
+    rerun: Callable[[list[Fire]], None]
+    #: The ids of the jobs this process knows.
+    job_ids: Callable[[], Awaitable[list[str]]]
+
+
+class Coordinator(FireGate):
+    """Leader or standby for one scheduler start (see the module)."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        member: Member,
+        hooks: Hooks,
+        *,
+        rerun_patterns: Sequence[str] = (),
+    ) -> None:
+        self.backend = backend
+        self.member = member
+        self.hooks = hooks
+        self.rerun_patterns = tuple(rerun_patterns)
+        self.lease: Lease | None = None
+        self._valid_until = 0.0  # monotonic: trust the lease until then
+        self._task: asyncio.Task[None] | None = None
+        self._finished: list[Fire] = []
+        self._error: str | None = None
+        self._stopping = False
+        self._notifying: asyncio.Task[None] | None = None
+
+    # state ----------------------------------------------------------------------------
+
+    @property
+    def role(self) -> str:
+        return LEADER if self.leading else STANDBY
+
+    @property
+    def leading(self) -> bool:
+        """True while this process holds a lease it may still trust."""
+        return self.lease is not None and time.monotonic() < self._valid_until
+
+    @property
+    def error(self) -> str | None:
+        """Why the backend cannot be reached, while it cannot."""
+        return self._error
+
+    # the fire gate --------------------------------------------------------------------
+
+    def may_take(self) -> bool:
+        if self.lease is not None and not self.leading:
+            self._step_down("its lease ran out before it could renew it")
+        return self.leading
+
+    async def admit(self, fires: Sequence[Fire]) -> Collection[Fire]:
+        lease = self.lease
+        if lease is None or not self.leading:
+            return []
+        try:
+            granted = await self.backend.claim(lease, fires)
+        except LeaseLostError:
+            self._step_down("another process leads now")
+            return []
+        except CoordinationUnavailableError as exc:
+            self._unavailable(exc)
+            logger.warning(
+                "%d due run(s) not started: the fire ledger cannot be reached (%s)",
+                len(fires),
+                exc,
+            )
+            return []
+        refused = len(fires) - len(granted)
+        if refused:
+            logger.info("%d due run(s) already claimed by another process: not run", refused)
+        return granted
+
+    def ran(self, fire: Fire) -> None:
+        self._finished.append(fire)
+
+    def job_changed(self) -> None:
+        if self.leading or self._notifying is not None or self._stopping:
+            return
+        self._notifying = asyncio.get_running_loop().create_task(self._notify_leader())
+
+    async def _notify_leader(self) -> None:
+        try:
+            await self.backend.notify()
+        except CoordinationUnavailableError:
+            pass  # the leader's poll finds the change
+        finally:
+            self._notifying = None
+
+    def poll_wait(self, wait: float | None) -> float | None:
+        if not self.leading:
+            return None  # a standby takes nothing: leadership wakes it
+        return POLL_INTERVAL if wait is None else min(wait, POLL_INTERVAL)
+
+    # the task ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the backend and try to lead at once (a lone process leads from its first
+        pass); then keep going in a task until :meth:`stop`."""
+        try:
+            await self.backend.open()
+            await self.backend.listen(self._notified)
+            await self._try_to_lead()
+        except CoordinationUnavailableError as exc:
+            self._unavailable(exc)
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """Give leadership up at once (a graceful stop) and disconnect."""
+        self._stopping = True
+        task, self._task = self._task, None
+        notifying, self._notifying = self._notifying, None
+        if notifying is not None:
+            await asyncio.wait([notifying])
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        lease, self.lease = self.lease, None
+        if lease is not None:
+            await self._flush_finished()
+            await self.backend.release(lease)
+            logger.info("Leadership released (epoch %d): stopping", lease.epoch)
+            self.hooks.changed(False, lease)
+        await self.backend.close()
+
+    async def _run(self) -> None:
+        while True:
+            if self.lease is not None:
+                await asyncio.sleep(RENEW_INTERVAL)
+                await self._renew()
+            else:
+                await asyncio.sleep(ACQUIRE_INTERVAL)
+                await self._try_to_lead()
+
+    async def _try_to_lead(self) -> None:
+        started = time.monotonic()
+        try:
+            lease = await self.backend.acquire(self.member)
+        except CoordinationUnavailableError as exc:
+            self._unavailable(exc)
+            return
+        self._available()
+        if lease is None or self._stopping:
+            return
+        self.lease = lease
+        self._valid_until = started + self.backend.ttl - STEP_DOWN_MARGIN
+        logger.warning(
+            "This process (%s, pid %d) leads the scheduler now (epoch %d): it runs the jobs",
+            self.member.host,
+            self.member.pid,
+            lease.epoch,
+        )
+        self.hooks.changed(True, lease)
+        await self._rerun_unfinished(lease)
+        self.hooks.wake()
+
+    async def _renew(self) -> None:
+        lease = self.lease
+        if lease is None:
+            return
+        if not self.leading:
+            self._step_down("its lease ran out before it could renew it")
+            return
+        started = time.monotonic()
+        try:
+            renewed = await self.backend.renew(lease)
+        except CoordinationUnavailableError as exc:
+            self._unavailable(exc)
+            return  # still trusted until _valid_until; stepped down after that
+        self._available()
+        if not renewed:
+            self._step_down("another process leads now")
+            return
+        self._valid_until = started + self.backend.ttl - STEP_DOWN_MARGIN
+        await self._flush_finished()
+
+    def _step_down(self, why: str) -> None:
+        lease, self.lease = self.lease, None
+        if lease is None:
+            return
+        logger.warning(
+            "This process (pid %d) no longer leads the scheduler (epoch %d): %s",
+            self.member.pid,
+            lease.epoch,
+            why,
+        )
+        self.hooks.changed(False, lease)
+
+    async def _flush_finished(self) -> None:
+        while self._finished:
+            batch, self._finished = self._finished[:FINISH_BATCH], self._finished[FINISH_BATCH:]
+            try:
+                await self.backend.finish(batch)
+            except CoordinationUnavailableError:
+                self._finished[:0] = batch
+                return
+
+    async def _rerun_unfinished(self, lease: Lease) -> None:
+        """Runs the previous leader claimed and never finished (it died during them) are
+        interrupted; jobs that opted in (``SCHEDULER_RERUN_INTERRUPTED``) run them again."""
+        if not self.rerun_patterns:
+            return
+        chosen = [
+            job_id
+            for job_id in await self.hooks.job_ids()
+            if any(fnmatch.fnmatchcase(job_id, pattern) for pattern in self.rerun_patterns)
+        ]
+        try:
+            fires = await self.backend.unfinished(lease, chosen)
+        except (CoordinationUnavailableError, LeaseLostError) as exc:
+            logger.warning("Could not look for interrupted runs to run again (%s)", exc)
+            return
+        if fires:
+            logger.warning(
+                "Running again %d run(s) interrupted by the end of the previous leader",
+                len(fires),
+            )
+            self.hooks.rerun(fires)
+
+    # wake-ups -----------------------------------------------------------------------------
+
+    def _notified(self) -> None:
+        if self.leading:
+            self.hooks.wake()
+
+    # outages ------------------------------------------------------------------------------
+
+    def _unavailable(self, exc: BaseException) -> None:
+        message = str(exc)
+        if self._error != message:
+            logger.warning("Coordination backend %s cannot be reached: %s", self.backend.kind, exc)
+        self._error = message
+
+    def _available(self) -> None:
+        if self._error is not None:
+            logger.warning("Coordination backend %s is reachable again", self.backend.kind)
+            self._error = None
+
+    async def current_leader(self) -> Lease | None:
+        """The lease as the backend has it (this process's own while it leads)."""
+        if self.leading:
+            return self.lease
+        try:
+            return await self.backend.leader()
+        except CoordinationUnavailableError as exc:
+            self._unavailable(exc)
+            return None

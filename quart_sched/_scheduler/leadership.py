@@ -1,0 +1,221 @@
+"""Leadership: a started scheduler leads or stands by, as its coordinator decides.
+
+The coordinator (``_coordination``) is the wake-up loop's fire gate: only a leader takes
+due fires from the stores, and only the fires the ledger grants it run. A standby keeps
+its stores open and serves the API; a change it makes wakes the leader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import uuid
+from typing import Any
+
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED
+from apscheduler.jobstores.memory import MemoryJobStore
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.schedulers.base import STATE_STOPPED
+
+from .. import signals
+from .._coordination import OFF, CoordinationPlan, plan_coordination
+from .._coordination.backend import Lease, Member
+from .._coordination.coordinator import Coordinator, Hooks
+from .._coordination.solo import SoloLock
+from .._gate import OPEN_GATE, Fire, FireGate
+from ..errors import JobStoreUnavailableError
+
+logger = logging.getLogger("quart_sched")
+
+_RAN = EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MISSED
+
+
+class Leadership(AsyncIOScheduler):  # type: ignore[misc]
+    """Starts and stops the coordinator with the scheduler; what the rest asks of it."""
+
+    #: SCHEDULER_COORDINATION, set by the extension; None: no coordination at all (a
+    #: scheduler used without the extension).
+    coordination_setting: Any = None
+    #: The app's import name and instance folder, as coordination keys and files use them.
+    coordination_app: tuple[str, str] = ("", ".")
+    #: The backend the setting chose at the last start.
+    coordination: CoordinationPlan | None = None
+    #: Job id globs whose interrupted runs a new leader runs again.
+    rerun_interrupted: tuple[str, ...] = ()
+    #: This process's host name, as the leader's identity shows it.
+    host_name: str = ""
+    gate: FireGate = OPEN_GATE
+    _coordinator: Coordinator | None = None
+    _coordinating: asyncio.Task[None] | None = None
+    _solo: SoloLock | None = None
+    _leadership_tasks: set[asyncio.Task[Any]]
+
+    @property
+    def coordinated(self) -> bool:
+        """True while a coordinator decides whether this process runs jobs."""
+        return self._coordinator is not None
+
+    @property
+    def is_leader(self) -> bool:
+        """Whether this process runs the jobs now: the leader, or the only process
+        (coordination off) while the scheduler runs."""
+        if self.state == STATE_STOPPED:
+            return False
+        return self._coordinator is None or self._coordinator.leading
+
+    async def leadership_info(self) -> dict[str, Any]:
+        """``role``, ``leader`` and ``coordination`` as ``GET <prefix>`` shows them."""
+        coordinator = self._coordinator
+        plan = self.coordination
+        info: dict[str, Any] = {
+            "role": None if self.state == STATE_STOPPED else "leader",
+            "leader": None,
+            "coordination": None
+            if plan is None or plan.kind == OFF
+            else {"backend": plan.kind, "location": plan.shown_location},
+        }
+        if coordinator is not None:
+            info["role"] = coordinator.role
+            lease = await coordinator.current_leader()
+            info["leader"] = None if lease is None else lease.as_json()
+            info["coordination"]["error"] = coordinator.error
+        return info
+
+    # start and stop --------------------------------------------------------------------
+
+    def _start_coordination(self, loop: asyncio.AbstractEventLoop) -> None:
+        """At start: a coordinator (its first attempt to lead runs at once, as a task)."""
+        self._leadership_tasks = set()
+        if self.coordination_setting is None:
+            self.coordination = None
+            return
+        name, instance_path = self.coordination_app
+        plan = plan_coordination(
+            self.coordination_setting,
+            app_name=name,
+            instance_path=instance_path,
+            stores=dict(self._jobstores),
+        )
+        self.coordination = plan
+        if plan.kind == OFF:
+            self._solo = SoloLock(plan.location, plan.key)
+            if not self._solo.acquire():
+                logger.warning(
+                    "Another process runs this app's jobs too, and SCHEDULER_COORDINATION is "
+                    "False: every job runs in each of them. Remove that setting to have one "
+                    "process run them."
+                )
+            return
+        member = Member(self.host_name, os.getpid(), uuid.uuid4().hex)
+        coordinator = Coordinator(
+            plan.backend(),
+            member,
+            Hooks(
+                wake=self.wakeup,
+                changed=self._leadership_changed,
+                rerun=self._rerun,
+                job_ids=self._job_ids,
+            ),
+            rerun_patterns=self.rerun_interrupted,
+        )
+        self._coordinator = coordinator
+        self.gate = coordinator
+        self._coordinating = loop.create_task(coordinator.start())
+
+    async def coordination_started(self) -> None:
+        """Wait until the coordinator's first attempt to lead is over."""
+        task = self._coordinating
+        if task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(task)
+
+    def _detach_coordination(self) -> Coordinator | None:
+        """At stop: nothing is taken or admitted any more; the coordinator to stop."""
+        coordinator, self._coordinator = self._coordinator, None
+        self.gate = OPEN_GATE
+        solo, self._solo = self._solo, None
+        if solo is not None:
+            solo.release()
+        return coordinator
+
+    async def _stop_coordination(self, coordinator: Coordinator | None) -> None:
+        if coordinator is None:
+            return
+        starting, self._coordinating = self._coordinating, None
+        if starting is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await starting
+        try:
+            await coordinator.stop()
+        except Exception:
+            logger.exception("Stopping the coordination failed")
+
+    # what the coordinator calls ----------------------------------------------------------
+
+    def _leadership_changed(self, leading: bool, lease: Lease) -> None:
+        if self.history is not None:
+            self.history.epoch = lease.epoch if leading else None
+        signal = signals.became_leader if leading else signals.lost_leadership
+        if signal.receivers:
+            self._spawn(self._send_leadership(signal, lease))
+
+    async def _send_leadership(self, signal: Any, lease: Lease) -> None:
+        sender: Any = self.app if self.app is not None else self
+        try:
+            if self.app is not None:
+                await signal.send_async(
+                    sender, _sync_wrapper=self.app.ensure_async, leader=lease.as_json()
+                )
+            else:
+                signal.send(sender, leader=lease.as_json())
+        except Exception:
+            logger.exception("A receiver of %s failed", signal.name)
+
+    async def _job_ids(self) -> list[str]:
+        jobs = await asyncio.to_thread(self.get_jobs)
+        return [job.id for job in jobs]
+
+    def _rerun(self, fires: list[Fire]) -> None:
+        self._spawn(self._submit_reruns(fires))
+
+    async def _submit_reruns(self, fires: list[Fire]) -> None:
+        for fire in fires:
+            job = await asyncio.to_thread(self.get_job, fire.job_id)
+            if job is None or self.state == STATE_STOPPED:
+                continue
+            try:
+                self._lookup_executor(job.executor).submit_job(job, [fire.run_time])
+            except Exception:
+                logger.exception("Running again the interrupted run of job %r failed", job.id)
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._leadership_tasks.add(task)
+        task.add_done_callback(self._leadership_tasks.discard)
+
+    def _dispatch_event(self, event: Any) -> None:
+        coordinator = self._coordinator
+        if coordinator is not None and event.code & _RAN:
+            coordinator.ran(Fire(event.job_id, event.scheduled_run_time))
+        super()._dispatch_event(event)
+
+    # standbys ------------------------------------------------------------------------------
+
+    def refuse_standby_write(self, jobstore: str | None) -> None:
+        """A standby cannot change jobs of an in-memory store: the leader holds its own.
+
+        :raises JobStoreUnavailableError: on a standby, for an in-memory store
+        """
+        coordinator = self._coordinator
+        if coordinator is None or coordinator.leading:
+            return
+        store = self._jobstores.get(jobstore or "default")
+        if isinstance(store, MemoryJobStore):
+            raise JobStoreUnavailableError(
+                "This process is a standby and the jobs are in an in-memory job store, which "
+                "lives in the leader's process: a change made here would not reach it. "
+                "Configure a shared job store (SCHEDULER_JOBSTORES) to change jobs from any "
+                "process, or send this request to the leader (GET <prefix> names it)."
+            )
