@@ -9,6 +9,8 @@ connections are per object, as they are per process.
 from __future__ import annotations
 
 import asyncio
+import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta, timezone
@@ -171,31 +173,25 @@ async def test_the_lease_goes_over_at_once_when_its_holder_is_killed(
 ) -> None:
     """File locks, advisory locks and Redis connections end with their process: a standby
     takes over at once, not after the lease's TTL (30 s in the child)."""
-    import subprocess
-    import sys
-    import time
-
     standby = await backends()
     kind = request.node.callspec.params["backends"]
-    child = subprocess.Popen(
-        [
-            sys.executable,
-            str(Path(__file__).with_name("coordination_support.py")),
-            "hold",
-            kind,
-            standby.key,
-            str(tmp_path),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
+    script = str(Path(__file__).with_name("coordination_support.py"))
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        script,
+        "hold",
+        kind,
+        standby.key,
+        str(tmp_path),
+        stdout=asyncio.subprocess.PIPE,
     )
     try:
         assert child.stdout is not None
-        line = await asyncio.to_thread(child.stdout.readline)
-        assert line.strip() == "leading"
+        line = await asyncio.wait_for(child.stdout.readline(), 20)
+        assert line.strip() == b"leading"
         assert await standby.acquire(member("b")) is None
         child.kill()
-        child.wait()
+        await child.wait()
         killed = time.monotonic()
         lease = None
         while lease is None and time.monotonic() - killed < 10:
@@ -204,7 +200,6 @@ async def test_the_lease_goes_over_at_once_when_its_holder_is_killed(
         assert lease is not None
         assert time.monotonic() - killed < 3, "took the TTL, not the death signal"
     finally:
-        child.kill()
-        child.wait()
-        if child.stdout is not None:
-            child.stdout.close()
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
