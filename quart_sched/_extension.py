@@ -291,13 +291,12 @@ class APScheduler:
             history = self._scheduler.history
             if history is not None:  # open while the app serves, whatever the scheduler does
                 history.hold("serving")
-            if self.running:
-                return
-            paused = self._serving.take_start()
-            if paused is not None:
-                self._scheduler.start(paused=paused)
-                # Serving starts once this process knows whether it leads.
-                await self._scheduler.coordination_started()
+            if not self.running:
+                paused = self._serving.take_start()
+                if paused is not None:
+                    self._scheduler.start(paused=paused)
+            # Serving starts once this process knows whether it leads.
+            await self._scheduler.coordination_started()
 
         return start_scheduler
 

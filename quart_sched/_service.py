@@ -145,7 +145,7 @@ class SchedulerService:
         # The resolved function, never the client's string: APScheduler's ref_to_obj would
         # import a submodule the string names.
         spec["func"] = await ext.resolve_api_function(ref)
-        ext.scheduler.refuse_standby_write(spec.get("jobstore"))
+        await ext.scheduler.refuse_standby_write(spec.get("jobstore"))
         try:
             job = await self.offload(ext.add_job, **spec)
         except ConflictingIdError:
@@ -169,7 +169,7 @@ class SchedulerService:
             changes["func"] = await ext.resolve_api_function(ref)
         if not changes:
             return await self.get_job(job_id)
-        ext.scheduler.refuse_standby_write(None)
+        await ext.scheduler.refuse_standby_write(None)
         try:
             job = await self.offload(ext.modify_job, job_id, **changes)
         except (LookupError, ValueError, TypeError, ArithmeticError) as exc:
@@ -192,18 +192,18 @@ class SchedulerService:
         return await self.jobs_to_dicts(await self.offload(self._ext.get_jobs))
 
     async def remove_job(self, job_id: str) -> None:
-        self._ext.scheduler.refuse_standby_write(None)
+        await self._ext.scheduler.refuse_standby_write(None)
         await self.offload(self._ext.remove_job, job_id)
 
     async def pause_job(self, job_id: str) -> dict[str, Any]:
-        self._ext.scheduler.refuse_standby_write(None)
+        await self._ext.scheduler.refuse_standby_write(None)
         job = await self.offload(self._ext.pause_job, job_id)
         return (await self.jobs_to_dicts([job]))[0]
 
     async def resume_job(self, job_id: str) -> dict[str, Any] | None:
         """The resumed job's JSON; None when its schedule had ended and resuming removed it
         (Flask-APScheduler's ``null``)."""
-        self._ext.scheduler.refuse_standby_write(None)
+        await self._ext.scheduler.refuse_standby_write(None)
         job = await self.offload(self._ext.resume_job, job_id)
         return None if job is None else (await self.jobs_to_dicts([job]))[0]
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -394,13 +395,26 @@ async def test_job_json_matches_flask_apscheduler(app: Quart, served: APSchedule
 async def test_scheduler_info(app: Quart, served: APScheduler) -> None:
     client = app.test_client()
     info = await (await client.get("/scheduler")).get_json()
-    assert list(info) == ["current_host", "allowed_hosts", "running", "state"]  # theirs, ours
+    # Flask-APScheduler's keys, then ours.
+    assert list(info) == [
+        "current_host",
+        "allowed_hosts",
+        "running",
+        "state",
+        "role",
+        "leader",
+        "coordination",
+    ]
+    leader = info.pop("leader")
     assert info == {
         "current_host": socket.gethostname().lower(),
         "allowed_hosts": ["*"],
         "running": True,
         "state": "running",
+        "role": "leader",
+        "coordination": {"backend": "file", "location": app.instance_path, "error": None},
     }
+    assert leader["pid"] == os.getpid() and leader["host"] == socket.gethostname().lower()
     served.pause()
     info = await (await client.get("/scheduler")).get_json()
     assert (info["running"], info["state"]) == (True, "paused")

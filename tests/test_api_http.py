@@ -100,8 +100,9 @@ def test_api_over_http_with_basic_auth(server: Server) -> None:
 
         http.auth = AUTH
         info = http.get("/scheduler").json()
-        assert list(info) == ["current_host", "allowed_hosts", "running", "state"]
+        assert list(info)[:4] == ["current_host", "allowed_hosts", "running", "state"]
         assert info["running"] is True  # started at import time, running once served
+        assert info["role"] == "leader"  # the only worker leads
 
         # Add, curl-style: raw JSON, no Content-Type header.
         body = {

@@ -1096,7 +1096,10 @@ async def test_history_off_records_nothing_and_the_routes_say_so(tmp_path: Path)
                 await ext.get_runs()
 
     assert len(executed) == 1 and len(finished) == 0
-    assert files_in(tmp_path) == []
+    # Only the coordination files (the lease and the fire ledger): no run is kept anywhere.
+    files = [path.name for path in files_in(tmp_path)]
+    assert all(name.startswith("quart_sched-") for name in files), files
+    assert all(name.endswith((".lock", ".coordination.sqlite")) for name in files), files
 
 
 async def test_in_memory_history_works(tmp_path: Path) -> None:

@@ -118,6 +118,10 @@ class Backend(ABC):
     async def close(self) -> None:
         """Stop listening and disconnect. Does not release a lease (see :meth:`release`)."""
 
+    def abandon(self) -> None:  # noqa: B027  (most backends have nothing to do)
+        """Let go of what dies with the process now, without the loop (it is stopping or
+        gone): a standby then sees the death signal at once. No I/O, never raises."""
+
     @abstractmethod
     async def acquire(self, me: Member) -> Lease | None:
         """Take the lease if nobody holds it, it expired, or its holder is known to be

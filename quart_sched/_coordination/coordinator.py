@@ -54,7 +54,7 @@ class Hooks:
     #: Leadership changed: (became leader?, the lease).
     changed: Callable[[bool, Lease], None]
     #: Run again fires claimed by a leader that died during their run (opted-in jobs).
-    rerun: Callable[[list[Fire]], None]
+    rerun: Callable[[list[Fire]], Awaitable[None]]
     #: The ids of the jobs this process knows.
     job_ids: Callable[[], Awaitable[list[str]]]
 
@@ -78,6 +78,7 @@ class Coordinator(FireGate):
         self._valid_until = 0.0  # monotonic: trust the lease until then
         self._task: asyncio.Task[None] | None = None
         self._finished: list[Fire] = []
+        self._in_flight: set[Fire] = set()  # admitted here, not yet ended
         self._error: str | None = None
         self._stopping = False
         self._notifying: asyncio.Task[None] | None = None
@@ -122,13 +123,16 @@ class Coordinator(FireGate):
                 exc,
             )
             return []
+        self._in_flight.update(granted)
         refused = len(fires) - len(granted)
         if refused:
             logger.info("%d due run(s) already claimed by another process: not run", refused)
         return granted
 
     def ran(self, fire: Fire) -> None:
-        self._finished.append(fire)
+        if fire in self._in_flight:
+            self._in_flight.discard(fire)
+            self._finished.append(fire)
 
     def job_changed(self) -> None:
         if self.leading or self._notifying is not None or self._stopping:
@@ -164,21 +168,39 @@ class Coordinator(FireGate):
     async def stop(self) -> None:
         """Give leadership up at once (a graceful stop) and disconnect."""
         self._stopping = True
+        try:
+            task, self._task = self._task, None
+            notifying, self._notifying = self._notifying, None
+            if notifying is not None:
+                await asyncio.wait([notifying])
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            lease, self.lease = self.lease, None
+            if lease is not None:
+                # Runs still under way are this process's to finish or interrupt (its
+                # history says which): settled, so the next leader does not run them again.
+                self._finished += self._in_flight
+                self._in_flight.clear()
+                await self._flush_finished()
+                await self.backend.release(lease)
+                logger.info("Leadership released (epoch %d): stopping", lease.epoch)
+                self.hooks.changed(False, lease)
+            await self.backend.close()
+        finally:
+            self.backend.abandon()  # cancelled half-way (the loop ends): still let go
+
+    def abandon(self) -> None:
+        """Stop without the loop (it is stopping or gone): no release, but what dies with
+        the process is let go now, so a standby takes over at once."""
+        self._stopping = True
         task, self._task = self._task, None
-        notifying, self._notifying = self._notifying, None
-        if notifying is not None:
-            await asyncio.wait([notifying])
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        lease, self.lease = self.lease, None
-        if lease is not None:
-            await self._flush_finished()
-            await self.backend.release(lease)
-            logger.info("Leadership released (epoch %d): stopping", lease.epoch)
-            self.hooks.changed(False, lease)
-        await self.backend.close()
+        if task is not None and not task.done():
+            with contextlib.suppress(RuntimeError):  # its loop is closed
+                task.cancel()
+        self.lease = None
+        self.backend.abandon()
 
     async def _run(self) -> None:
         while True:
@@ -272,7 +294,7 @@ class Coordinator(FireGate):
                 "Running again %d run(s) interrupted by the end of the previous leader",
                 len(fires),
             )
-            self.hooks.rerun(fires)
+            await self.hooks.rerun(fires)
 
     # wake-ups -----------------------------------------------------------------------------
 

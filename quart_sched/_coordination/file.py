@@ -148,6 +148,7 @@ class FileBackend(Backend):
         self._thread: ThreadPoolExecutor | None = None
         self._listener: socket.socket | None = None
         self._address = ""
+        self._listening_on: asyncio.AbstractEventLoop | None = None
         self._last_sweep = 0.0
 
     @property
@@ -217,6 +218,16 @@ class FileBackend(Backend):
         with contextlib.suppress(Exception):
             await asyncio.get_running_loop().run_in_executor(thread, self._close_db)
         thread.shutdown(wait=False)
+
+    def abandon(self) -> None:
+        self._lock.unlock()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(Exception):  # the loop may be closed
+                listener_loop = self._listening_on
+                if listener_loop is not None and not listener_loop.is_closed():
+                    listener_loop.remove_reader(listener.fileno())
+            listener.close()
 
     def _close_db(self) -> None:
         db, self._db = self._db, None
@@ -403,7 +414,8 @@ class FileBackend(Backend):
                 pass
             wake()
 
-        asyncio.get_running_loop().add_reader(listener.fileno(), readable)
+        self._listening_on = asyncio.get_running_loop()
+        self._listening_on.add_reader(listener.fileno(), readable)
         self._address = address
         await self._call(self._register_listener, address)
 

@@ -134,7 +134,8 @@ class Leadership(AsyncIOScheduler):  # type: ignore[misc]
     def _detach_coordination(self) -> Coordinator | None:
         """At stop: nothing is taken or admitted any more; the coordinator to stop."""
         coordinator, self._coordinator = self._coordinator, None
-        self.gate = OPEN_GATE
+        if coordinator is not None and self.gate is coordinator:
+            self.gate = OPEN_GATE
         solo, self._solo = self._solo, None
         if solo is not None:
             solo.release()
@@ -177,10 +178,9 @@ class Leadership(AsyncIOScheduler):  # type: ignore[misc]
         jobs = await asyncio.to_thread(self.get_jobs)
         return [job.id for job in jobs]
 
-    def _rerun(self, fires: list[Fire]) -> None:
-        self._spawn(self._submit_reruns(fires))
-
-    async def _submit_reruns(self, fires: list[Fire]) -> None:
+    async def _rerun(self, fires: list[Fire]) -> None:
+        """Submit again runs lost with the previous leader (before the first pass, which
+        would remove a date job whose fire it finds already claimed)."""
         for fire in fires:
             job = await asyncio.to_thread(self.get_job, fire.job_id)
             if job is None or self.state == STATE_STOPPED:
@@ -203,11 +203,13 @@ class Leadership(AsyncIOScheduler):  # type: ignore[misc]
 
     # standbys ------------------------------------------------------------------------------
 
-    def refuse_standby_write(self, jobstore: str | None) -> None:
+    async def refuse_standby_write(self, jobstore: str | None) -> None:
         """A standby cannot change jobs of an in-memory store: the leader holds its own.
+        (Asked once the coordinator knows: a scheduler just started may lead.)
 
         :raises JobStoreUnavailableError: on a standby, for an in-memory store
         """
+        await self.coordination_started()
         coordinator = self._coordinator
         if coordinator is None or coordinator.leading:
             return

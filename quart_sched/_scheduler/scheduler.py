@@ -25,6 +25,7 @@ from apscheduler.schedulers.base import (
     STATE_STOPPED,
 )
 from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 from apscheduler.util import iscoroutinefunction_partial, undefined
 
 from .._config import DEFAULT_SHUTDOWN_TIMEOUT
@@ -268,18 +269,19 @@ class QuartScheduler(StoresOnly, Leadership, WakeupLoop, Reporting):
     def _real_add_job(self, job: Job, jobstore_alias: str, replace_existing: bool) -> None:
         self.check_storable(job, jobstore_alias)
         self._check_executor(job)
-        if self._starting and replace_existing and not hasattr(job, "next_run_time"):
+        if self._starting and not hasattr(job, "next_run_time"):
             # A job declared in code or config, written at start-up: another process (the
-            # leader, or this app before a restart) may have stored it already.
+            # leader, or this app before a restart) may have stored it already. The same
+            # declaration is never a conflict; a changed one is, unless it replaces.
             try:
                 stored = self._lookup_jobstore(jobstore_alias).lookup_job(job.id)
             except Exception:
                 stored = None
-            if stored is not None and self._keep_stored(job, stored):
+            if stored is not None and self._keep_stored(job, stored, replace_existing):
                 return
         super()._real_add_job(job, jobstore_alias, replace_existing)
 
-    def _keep_stored(self, job: Job, stored: Job) -> bool:
+    def _keep_stored(self, job: Job, stored: Job, replace: bool) -> bool:
         """Whether the stored job already is this declaration (then nothing is written: a
         worker starting, or a restart, never resets its next run time). A changed one keeps
         its stored next run time if its trigger is the same, and its pause in any case."""
@@ -293,10 +295,10 @@ class QuartScheduler(StoresOnly, Leadership, WakeupLoop, Reporting):
         try:
             if _state(declared) == _state(stored):
                 return True
-            same_trigger = pickle.dumps(job.trigger) == pickle.dumps(stored.trigger)
+            same_trigger = _trigger_state(job.trigger) == _trigger_state(stored.trigger)
         except Exception:
             return False
-        if same_trigger or stored.next_run_time is None:
+        if replace and (same_trigger or stored.next_run_time is None):
             job._modify(next_run_time=stored.next_run_time)
         return False
 
@@ -498,6 +500,8 @@ class QuartScheduler(StoresOnly, Leadership, WakeupLoop, Reporting):
             self._closing = loop.create_task(close)
         else:
             close.close()
+            if coordinator is not None:
+                coordinator.abandon()
             for batch in batches:
                 batch.pool.shutdown(wait=False, cancel_futures=True)
             self._close_stores(stores)
@@ -595,6 +599,18 @@ def _state(job: Job) -> bytes:
     """What a job store keeps of a job, as bytes to compare."""
     state = job.__getstate__()
     state.pop("version", None)
+    state["trigger"] = _trigger_state(state["trigger"])
+    return pickle.dumps(state)
+
+
+def _trigger_state(trigger: BaseTrigger) -> bytes:
+    """A trigger as bytes to compare with a declaration of it. An interval trigger's
+    start is "now" when it is declared without one: each process starting has its own,
+    and a restart must keep the stored one (the job's schedule), so it is left out."""
+    state = trigger.__getstate__()
+    if isinstance(trigger, IntervalTrigger):
+        state = dict(state)
+        state.pop("start_date", None)
     return pickle.dumps(state)
 
 
