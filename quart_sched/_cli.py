@@ -21,6 +21,7 @@ import click
 from quart.cli import ScriptInfo
 
 from . import _json
+from ._coordination.backend import CoordinationUnavailableError
 from ._history import OUTCOMES, RUNNING
 from .errors import (
     HistoryUnavailableError,
@@ -508,8 +509,15 @@ def check_command(ctx: click.Context, as_json: bool) -> None:
     elif not problems:
         stores = ", ".join(f"{alias} ({kind})" for alias, kind in summary["jobstores"].items())
         history = summary["history"] or "off"
+        coordination = summary["coordination"]
+        coordinated = "off"
+        if coordination is not None:
+            leader = coordination.get("leader")
+            led = f"{leader['host']} pid {leader['pid']}" if leader else "nobody"
+            coordinated = f"{coordination['backend']} (leader: {led})"
         click.echo(
-            f"OK: {summary['jobs']} declared job(s); job stores: {stores}; history: {history}"
+            f"OK: {summary['jobs']} declared job(s); job stores: {stores}; history: {history}; "
+            f"coordination: {coordinated}"
         )
     else:
         for problem in problems:
@@ -547,7 +555,29 @@ async def _check(app: Quart, ext: APScheduler, problems: list[str]) -> dict[str,
         "jobs": len(declared),
         "jobstores": kinds,
         "history": history.location if history is not None else None,
+        "coordination": await _check_coordination(ext, problems),
     }
+
+
+async def _check_coordination(ext: APScheduler, problems: list[str]) -> dict[str, Any] | None:
+    """The coordination backend SCHEDULER_COORDINATION chooses, and who leads now."""
+    plan = ext.scheduler.plan_coordination()
+    if plan is None or plan.kind == "off":
+        return None
+    shown: dict[str, Any] = {"backend": plan.kind, "location": plan.shown_location}
+    try:
+        lease = await ext.scheduler.read_leader()
+    except CoordinationUnavailableError as exc:
+        problems.append(f"the coordination backend cannot be reached: {exc}")
+        return shown
+    except ImportError as exc:
+        problems.append(
+            f"coordination through {plan.kind} needs its extra: "
+            f"pip install 'quart-sched[{plan.kind}]' ({exc})"
+        )
+        return shown
+    shown["leader"] = None if lease is None else lease.as_json()
+    return shown
 
 
 # ---------------------------------------------------------------------------- worker
@@ -587,10 +617,13 @@ async def _worker(app: Quart, ext: APScheduler, as_json: bool) -> None:
                 f"host {ext.host_name!r} may not run jobs: it is not in SCHEDULER_ALLOWED_HOSTS"
             )
         jobs = len(await ext.aget_jobs())
+        role = (await ext.leadership())["role"]
         if as_json:
-            _echo_json({"event": "started", "pid": os.getpid(), "jobs": jobs})
+            _echo_json({"event": "started", "pid": os.getpid(), "jobs": jobs, "role": role})
         else:
-            click.echo(f"Scheduler worker running {jobs} job(s), pid {os.getpid()}", err=True)
+            click.echo(
+                f"Scheduler worker running {jobs} job(s), pid {os.getpid()} ({role})", err=True
+            )
         sys.stdout.flush()
         await stop.wait()
         if not as_json:

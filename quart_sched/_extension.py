@@ -170,7 +170,9 @@ class APScheduler:
     async def leadership(self) -> dict[str, Any]:
         """This process's ``role`` (``"leader"``, ``"standby"``, or None when stopped), the
         ``leader`` (host, pid, since, epoch; None if nobody leads) and the ``coordination``
-        backend (None when off), as ``GET <prefix>`` shows them."""
+        backend (None when off), as ``GET <prefix>`` shows them. Waits for the first
+        election of a scheduler just started."""
+        await self._scheduler.coordination_started()
         return await self._scheduler.leadership_info()
 
     @property

@@ -311,8 +311,11 @@ def test_check_passes_on_a_good_setup(setup: Setup) -> None:
     assert done.returncode == 0, done
     assert done.stdout.startswith("OK: 4 declared job(s)")
     assert "SQLAlchemyJobStore" in done.stdout
+    assert "coordination: file (leader: nobody)" in done.stdout  # nothing serves the app
     report = setup.json("check")
     assert report["ok"] is True and report["problems"] == []
+    assert report["coordination"]["backend"] == "file"
+    assert report["coordination"]["leader"] is None
 
 
 def test_check_fails_on_a_function_that_cannot_be_imported(setup: Setup) -> None:
@@ -369,6 +372,7 @@ def test_worker_starts_the_scheduler_the_app_did_not_start(setup: Setup) -> None
         proc.wait_for(lambda: proc.stdout, what="the started line")
         started = json.loads(proc.stdout[0])
         assert started["event"] == "started" and started["jobs"] == 4
+        assert started["role"] == "leader"
         wait(lambda: setup.lines("tick", proc.pid), "the worker's ticks")
         proc.send(signal.SIGINT)
         assert proc.wait_exit() == 0, proc.dump()

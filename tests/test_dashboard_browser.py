@@ -166,6 +166,8 @@ def test_page_shows_every_job_with_its_trigger_in_words(page: Any, server: Serve
     for job_id, words in expected.items():
         assert row(page, job_id).locator(".c-trigger").inner_text() == words
     assert page.locator("#state").inner_text() == "running"
+    assert page.locator("#role").inner_text() == "leader"  # the only process leads
+    assert "epoch" in (page.locator("#role").get_attribute("title") or "")
     # Runs happened: outcomes in the strip, and the last run's outcome.
     page.wait_for_selector('#job-rows tr[data-job="heartbeat"] .c-recent rect.o-success')
     page.wait_for_selector('#job-rows tr[data-job="heartbeat"] .c-last .o-success')

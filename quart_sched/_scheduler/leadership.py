@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import uuid
+from dataclasses import replace
 from typing import Any
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED
@@ -20,12 +21,12 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.base import STATE_STOPPED
 
 from .. import signals
-from .._coordination import OFF, CoordinationPlan, plan_coordination
-from .._coordination.backend import Lease, Member
+from .._coordination import FILE, OFF, CoordinationPlan, plan_coordination
+from .._coordination.backend import Backend, Lease, Member
 from .._coordination.coordinator import Coordinator, Hooks
 from .._coordination.solo import SoloLock
 from .._gate import OPEN_GATE, Fire, FireGate
-from ..errors import JobStoreUnavailableError
+from ..errors import ConfigurationError, JobStoreUnavailableError
 
 logger = logging.getLogger("quart_sched")
 
@@ -85,20 +86,40 @@ class Leadership(AsyncIOScheduler):  # type: ignore[misc]
 
     # start and stop --------------------------------------------------------------------
 
-    def _start_coordination(self, loop: asyncio.AbstractEventLoop) -> None:
-        """At start: a coordinator (its first attempt to lead runs at once, as a task)."""
-        self._leadership_tasks = set()
+    def plan_coordination(self) -> CoordinationPlan | None:
+        """The backend SCHEDULER_COORDINATION chooses with the job stores as they are
+        now; None without the extension's setting."""
         if self.coordination_setting is None:
-            self.coordination = None
-            return
+            return None
         name, instance_path = self.coordination_app
-        plan = plan_coordination(
+        return plan_coordination(
             self.coordination_setting,
             app_name=name,
             instance_path=instance_path,
             stores=dict(self._jobstores),
         )
-        self.coordination = plan
+
+    async def read_leader(self) -> Lease | None:
+        """The current leader as the backend has it, from any process (the CLI's check).
+
+        :raises CoordinationUnavailableError: if the backend cannot be reached
+        """
+        plan = self.plan_coordination()
+        if plan is None or plan.kind == OFF:
+            return None
+        backend = plan.backend()
+        try:
+            await backend.open()
+            return await backend.leader()
+        finally:
+            await backend.close()
+
+    def _start_coordination(self, loop: asyncio.AbstractEventLoop) -> None:
+        """At start: a coordinator (its first attempt to lead runs at once, as a task)."""
+        self._leadership_tasks = set()
+        plan = self.coordination = self.plan_coordination()
+        if plan is None:
+            return
         if plan.kind == OFF:
             self._solo = SoloLock(plan.location, plan.key)
             if not self._solo.acquire():
@@ -108,9 +129,10 @@ class Leadership(AsyncIOScheduler):  # type: ignore[misc]
                     "process run them."
                 )
             return
+        backend = self._backend(plan)
         member = Member(self.host_name, os.getpid(), uuid.uuid4().hex)
         coordinator = Coordinator(
-            plan.backend(),
+            backend,
             member,
             Hooks(
                 wake=self.wakeup,
@@ -123,6 +145,28 @@ class Leadership(AsyncIOScheduler):  # type: ignore[misc]
         self._coordinator = coordinator
         self.gate = coordinator
         self._coordinating = loop.create_task(coordinator.start())
+
+    def _backend(self, plan: CoordinationPlan) -> Backend:
+        """The plan's backend. "auto" on a store whose client library for coordination is
+        missing falls back to the file backend (one host) with a warning, rather than
+        stopping an app that ran before; an explicit choice raises."""
+        try:
+            return plan.backend()
+        except ImportError as exc:
+            hint = f"pip install 'quart-sched[{plan.kind}]'"
+            if self.coordination_setting != "auto":
+                raise ConfigurationError(
+                    f"SCHEDULER_COORDINATION uses {plan.kind}, which needs {hint} ({exc})"
+                ) from exc
+            logger.warning(
+                "SCHEDULER_COORDINATION='auto' chose %s (the job store's), but %s; only the "
+                "processes of this host are coordinated, through files, until you %s",
+                plan.kind,
+                exc,
+                hint,
+            )
+            self.coordination = replace(plan, kind=FILE, location=self.coordination_app[1])
+            return self.coordination.backend()
 
     async def coordination_started(self) -> None:
         """Wait until the coordinator's first attempt to lead is over."""

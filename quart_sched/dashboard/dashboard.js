@@ -262,7 +262,10 @@
     const role = $("role");
     if (info.role) {
       role.hidden = false;
-      role.textContent = info.role + (info.leader && info.role !== "leader" ? ` (leader: ${info.leader})` : "");
+      const leader = info.leader;
+      const named = leader && info.role !== "leader" ? ` (leader: ${leader.host}, pid ${leader.pid})` : "";
+      role.textContent = info.role + named;
+      role.title = leader ? `epoch ${leader.epoch}, leading since ${leader.since}` : "";
       role.className = `badge r-${info.role}`;
     } else {
       role.hidden = true;
