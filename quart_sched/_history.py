@@ -37,7 +37,7 @@ _time = time.time
 #: Outcomes of a finished run; ``running`` marks one under way.
 OUTCOMES = ("success", "error", "missed", "skipped", "interrupted")
 RUNNING = "running"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: version -> statements taking the schema from version - 1 to version
 MIGRATIONS: dict[int, Sequence[str]] = {
     1: (
@@ -62,12 +62,14 @@ MIGRATIONS: dict[int, Sequence[str]] = {
         "CREATE INDEX runs_at ON runs (at)",
         "CREATE INDEX runs_running ON runs (outcome) WHERE outcome = 'running'",
     ),
+    # The leader's epoch the run ran under (None: no coordination, or not the leader).
+    2: ("ALTER TABLE runs ADD COLUMN epoch INTEGER",),
 }
 _COLUMNS = (
     "run_id, job_id, outcome, scheduled_run_time, started_at, finished_at, at, duration, "
-    "error_type, error_message, traceback, host, pid, process"
+    "error_type, error_message, traceback, host, pid, process, epoch"
 )
-_VALUES = "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+_VALUES = "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 #: New rows: a plain INSERT, so that a row already there (another run's) is never replaced.
 _INSERT = f"INSERT INTO runs ({_COLUMNS}) {_VALUES}"
 _INSERT_OR_IGNORE = f"INSERT OR IGNORE INTO runs ({_COLUMNS}) {_VALUES}"
@@ -164,6 +166,7 @@ def _row_to_dict(row: Sequence[Any]) -> dict[str, Any]:
         host,
         pid,
         _process,
+        epoch,
     ) = row
     error = f"{error_type}: {error_message}" if error_type else None
     return {
@@ -180,6 +183,7 @@ def _row_to_dict(row: Sequence[Any]) -> dict[str, Any]:
         "traceback": tb,
         "host": host,
         "pid": pid,
+        "epoch": epoch,
     }
 
 
@@ -201,6 +205,10 @@ class RunRecorder(ABC):
     cheap, on the loop: it only buffers, and a writer of the recorder's own stores the
     rows. Reading is async. ``hold``/``release`` keep it open for each part that needs it.
     """
+
+    #: The leader's epoch while this process leads (set by the coordination), else None.
+    #: Every run started, and every fire recorded as not run, carries the value it had.
+    epoch: int | None = None
 
     @property
     @abstractmethod
@@ -342,6 +350,7 @@ class RunHistory(RunRecorder):
             self.host,
             process.pid,
             process.token,
+            self.epoch,
         )
 
     def started(self, job_id: str, scheduled: datetime | None) -> str:
@@ -364,6 +373,7 @@ class RunHistory(RunRecorder):
             self.host,
             process.pid,
             process.token,
+            self.epoch,
         )
         self._poke()
         return run_id
@@ -395,6 +405,7 @@ class RunHistory(RunRecorder):
             start[11],
             start[12],
             start[13],
+            start[14],
         )
         starts = self._starts
         if run_id in starts:

@@ -1062,6 +1062,44 @@ async def test_fresh_file_gets_the_current_schema_version(db: Path) -> None:
     assert sql(db, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
 
 
+async def test_file_of_schema_1_migrates_and_keeps_its_rows(db: Path) -> None:
+    # A file written before runs carried the leader's epoch: schema 1, no `epoch` column.
+    now = time.time() - 60
+    with closing(sqlite3.connect(db)) as conn:
+        for statement in _history.MIGRATIONS[1]:
+            conn.execute(statement)
+        conn.executemany(
+            "INSERT INTO runs (run_id, job_id, outcome, started_at, finished_at, at, duration, "
+            "host, pid, process) VALUES (?, 'old', ?, ?, ?, ?, 0.5, 'h', 1, 'p')",
+            [
+                (f"old-{n}", outcome, now + n, now + n + 0.5, now + n)
+                for n, outcome in enumerate(["success", "error", "running"])
+            ],
+        )
+        conn.execute("PRAGMA user_version = 1")
+        conn.commit()
+    before = file_rows(db)
+
+    app, ext = make_app(db)
+    history_of(ext).epoch = 12
+    async with served(app, ext):
+        ext.add_job("new", noop, trigger="interval", hours=1)
+        await ext.run_job("new")
+        old = await all_runs(ext, "old")
+        (new,) = await all_runs(ext, "new")
+
+    assert sql(db, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert [run["run_id"] for run in old] == ["old-2", "old-1", "old-0"]
+    # pid 1 is alive (init): its running row stays running, as it was.
+    assert [run["outcome"] for run in old] == ["running", "error", "success"]
+    assert {run["epoch"] for run in old} == {None}
+    assert list(old[0])[-2:] == ["pid", "epoch"]  # the key follows "pid"
+    assert (new["outcome"], new["epoch"]) == ("success", 12)
+    after = {row["run_id"]: row for row in file_rows(db)}
+    for row in before:
+        assert after[row["run_id"]] == {**row, "epoch": None}
+
+
 # ------------------------------------------------------------- 8. off, and in memory
 
 
