@@ -19,6 +19,7 @@ import contextlib
 import itertools
 import logging
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -28,11 +29,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, NamedTuple, TypedDict, TypeVar
 
 import aiosqlite
 
-from .errors import HistoryUnavailableError
+from .errors import ConfigurationError, HistoryUnavailableError
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing's from Python 3.11
 
 logger = logging.getLogger("quart_sched")
 _time = time.time
@@ -417,6 +421,17 @@ class RunRecorder(ABC):
         """The latest run of each of ``job_ids`` that has one."""
 
 
+class RecorderOptions(TypedDict, total=False):
+    """What a :class:`BufferedRecorder` takes besides its store and host: retention, and
+    the seconds between writes, between retries, and between retention passes."""
+
+    keep_runs: int | None
+    keep_days: float | None
+    flush_interval: float
+    retry_interval: float
+    retention_interval: float
+
+
 class BufferedRecorder(RunRecorder, Generic[C]):
     """What both histories share: recording into buffers, the writer task that flushes
     them in batches (retrying while the store cannot be written, keeping up to
@@ -436,12 +451,12 @@ class BufferedRecorder(RunRecorder, Generic[C]):
     def __init__(
         self,
         *,
-        keep_runs: int | None,
-        keep_days: float | None,
         host: str,
-        flush_interval: float,
-        retry_interval: float,
-        retention_interval: float,
+        keep_runs: int | None = None,
+        keep_days: float | None = None,
+        flush_interval: float = 0.25,
+        retry_interval: float = 5.0,
+        retention_interval: float = 60.0,
     ) -> None:
         self.keep_runs = keep_runs
         self.keep_days = keep_days
@@ -959,25 +974,8 @@ class RunHistory(BufferedRecorder[aiosqlite.Connection]):
     sql = Statements("runs", "?")
     store_error = sqlite3.Error
 
-    def __init__(
-        self,
-        path: str,
-        *,
-        keep_runs: int | None = None,
-        keep_days: float | None = None,
-        host: str,
-        flush_interval: float = 0.25,
-        retry_interval: float = 5.0,
-        retention_interval: float = 60.0,
-    ) -> None:
-        super().__init__(
-            keep_runs=keep_runs,
-            keep_days=keep_days,
-            host=host,
-            flush_interval=flush_interval,
-            retry_interval=retry_interval,
-            retention_interval=retention_interval,
-        )
+    def __init__(self, path: str, *, host: str, **options: Unpack[RecorderOptions]) -> None:
+        super().__init__(host=host, **options)
         self.path = path
         self._rewrite: dict[str, Row] = {}  # for a recreated file
         self._files: _Files | None = None  # what was at path (and its WAL) when opened
@@ -1154,6 +1152,35 @@ class RunHistory(BufferedRecorder[aiosqlite.Connection]):
             await _rollback(db)
             raise
         return deleted
+
+
+#: What SCHEDULER_HISTORY names a PostgreSQL database by: postgresql://, postgres://, and
+#: SQLAlchemy's postgresql+psycopg:// (any +driver).
+_POSTGRESQL_URL = re.compile(r"^postgres(ql)?(\+[^:/]*)?://", re.IGNORECASE)
+
+
+def is_postgresql_url(location: str) -> bool:
+    return _POSTGRESQL_URL.match(location) is not None
+
+
+def make_recorder(
+    location: str, *, keep_runs: int | None, keep_days: float | None, host: str
+) -> RunRecorder:
+    """The run history at ``location`` (``SCHEDULER_HISTORY``): a PostgreSQL URL gives one
+    shared by every host (it needs psycopg: ``quart-sched[postgresql]``); anything else is
+    a SQLite file path, or ``":memory:"``."""
+    if not is_postgresql_url(location):
+        return RunHistory(location, keep_runs=keep_runs, keep_days=keep_days, host=host)
+    try:
+        from ._history_pg import PostgresRunHistory
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("psycopg"):
+            raise
+        raise ConfigurationError(
+            "SCHEDULER_HISTORY is a PostgreSQL URL, which needs psycopg 3: "
+            "pip install 'quart-sched[postgresql]'"
+        ) from exc
+    return PostgresRunHistory(location, keep_runs=keep_runs, keep_days=keep_days, host=host)
 
 
 class _Files(NamedTuple):
