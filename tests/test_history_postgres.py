@@ -32,6 +32,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psycopg
 import pytest
 from apps.harness import python
 from history_support import (
@@ -244,6 +245,27 @@ async def test_histories_creating_the_tables_together_all_succeed(
             for history in histories:
                 await eventually(history.running, lambda runs: runs == [])
     assert "cannot be used" not in caplog.text
+
+
+async def test_keep_days_drops_old_runs_of_every_host_and_keeps_those_under_way(url: str) -> None:
+    history = recorder(url, keep_days=30)
+    other_host = recorder(url, host="elsewhere")
+    async with held(history, other_host):
+        old = record(history, "old", 3) | record(other_host, "old", 2)
+        under_way = history.started("long", None)
+        await other_host.running()  # written
+        await until_in_database(url, old | {under_way: "running"})
+        await asyncio.to_thread(age_rows, url, 40)
+        recent = record(history, "old", 1)
+        assert await history.enforce_retention() == 5
+        runs = await all_runs(history)
+        history.finished(under_way, "success")
+    assert {run["run_id"] for run in runs} == {under_way, *recent}
+
+
+def age_rows(url: str, days: int) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE quart_sched_runs SET at = at - %s", (days * 86400,))
 
 
 # ------------------------------------------------------------------------- outages
