@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from typing import Any
 
+from ._history import is_postgresql_url
 from .errors import ConfigurationError
 
 DEFAULT_API_PREFIX = "/scheduler"
@@ -22,6 +24,7 @@ DEFAULT_JOBSTORE_RETRY_INTERVAL = 10.0
 DEFAULT_API_RUN_TIMEOUT = 30.0
 DEFAULT_API_MIN_INTERVAL = 1.0
 DEFAULT_HISTORY_FILE = "quart_sched.sqlite"
+_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 DEFAULT_HISTORY_KEEP_RUNS = 1000
 DEFAULT_HISTORY_KEEP_DAYS = 30.0
 
@@ -68,7 +71,8 @@ KEYS: dict[str, tuple[str, str, str]] = {
     "SCHEDULER_HISTORY": (
         "str | False",
         f"<instance folder>/{DEFAULT_HISTORY_FILE}",
-        'Run history file, ":memory:", or False to record nothing.',
+        'Run history: a SQLite file, ":memory:", a postgresql:// URL (one history shared '
+        "by every host; needs quart-sched[postgresql]), or False to record nothing.",
     ),
     "SCHEDULER_HISTORY_KEEP_RUNS": (
         "int | None",
@@ -173,9 +177,18 @@ def _history(config: Mapping[str, Any], instance_path: str) -> str | None:
         return os.path.join(instance_path, DEFAULT_HISTORY_FILE)
     if not isinstance(value, (str, os.PathLike)) or not str(value):
         raise ConfigurationError(
-            f'SCHEDULER_HISTORY must be a file path, ":memory:" or False, got {value!r}'
+            'SCHEDULER_HISTORY must be a file path, ":memory:", a postgresql:// URL or '
+            f"False, got {value!r}"
         )
-    return str(value)
+    location = str(value)
+    scheme = _URL_SCHEME.match(location)
+    if scheme and not is_postgresql_url(location):
+        # Not a file name anyone means: a URL of a database the history cannot use.
+        raise ConfigurationError(
+            f"SCHEDULER_HISTORY {scheme.group(0)!r} URLs are not supported: give a SQLite "
+            "file path, or a postgresql:// URL"
+        )
+    return location  # a URL as it is; a path as it is (relative to the working directory)
 
 
 _COORDINATION_SCHEMES = ("postgresql", "postgres", "redis", "rediss", "unix")

@@ -26,7 +26,7 @@ from ._config import (
     SchedulerConfig,
     load_config,
 )
-from ._history import RunHistory, RunPage, RunRecorder
+from ._history import RunPage, RunRecorder, make_recorder
 from ._jobs import fix_job_def, pop_trigger
 from ._scheduler import QuartScheduler
 from ._service import SchedulerService
@@ -253,7 +253,7 @@ class APScheduler:
         self._scheduler.app = app
         self._scheduler.shutdown_timeout = config.shutdown_timeout
         self._scheduler.history = (
-            RunHistory(
+            make_recorder(
                 config.history,
                 keep_runs=config.history_keep_runs,
                 keep_days=config.history_keep_days,

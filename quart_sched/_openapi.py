@@ -84,6 +84,10 @@ _RUN_PROPERTIES: dict[str, Any] = {
     "traceback": {"type": ["string", "null"]},
     "host": {"type": "string"},
     "pid": {"type": "integer"},
+    "epoch": {
+        "type": ["integer", "null"],
+        "description": "the leader's epoch the run was recorded under (null: not leading)",
+    },
 }
 _LAST_RUN_KEYS = ("run_id", "outcome", "started_at", "finished_at", "duration", "error")
 

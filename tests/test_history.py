@@ -25,7 +25,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, closing, suppress
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -34,6 +34,7 @@ from urllib.parse import quote
 
 import pytest
 from apps.harness import python
+from history_support import postgres_schema
 from quart import Quart, current_app
 
 from quart_sched import APScheduler, _history
@@ -57,6 +58,17 @@ GARBAGE = b"this is not a SQLite database\n" * 200
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
     return tmp_path / "h.sqlite"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """SCHEDULER_HISTORY for the behaviours every backend shares: a SQLite file, or a
+    PostgreSQL schema of the test's own (see tests/history_support.py)."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "h.sqlite")
+        return
+    with postgres_schema() as url:
+        yield url
 
 
 def make_app(history: Path | str | bool, **config: Any) -> tuple[Quart, APScheduler]:
@@ -261,9 +273,9 @@ async def test_success_is_recorded_with_times_duration_and_scheduled_time(
 
 @pytest.mark.parametrize("func", [fail_async, fail_plain], ids=["coroutine", "plain"])
 async def test_error_is_recorded_with_type_message_and_traceback(
-    db: Path, func: Callable[..., Any]
+    location: str, func: Callable[..., Any]
 ) -> None:
-    app, ext = make_app(db)
+    app, ext = make_app(location)
     async with served(app, ext):
         ext.add_job("broken", func, args=["boom 42"], trigger="date")
         (run,) = await eventually(lambda: all_runs(ext, "broken", outcome="error"), len)
@@ -275,8 +287,8 @@ async def test_error_is_recorded_with_type_message_and_traceback(
     assert run["duration"] is not None and run["finished_at"] is not None
 
 
-async def test_missed_run_is_recorded_without_a_start(db: Path) -> None:
-    app, ext = make_app(db)
+async def test_missed_run_is_recorded_without_a_start(location: str) -> None:
+    app, ext = make_app(location)
     late = datetime.now(timezone.utc) - timedelta(seconds=30)
     async with served(app, ext):
         ext.add_job("late", noop, trigger="date", run_date=late, misfire_grace_time=1)
@@ -332,8 +344,8 @@ async def test_run_still_going_at_shutdown_is_recorded_interrupted(db: Path, kin
 
 
 @pytest.mark.parametrize("kind", ["coroutine", "plain"])
-async def test_run_job_is_recorded(db: Path, kind: str) -> None:
-    app, ext = make_app(db)
+async def test_run_job_is_recorded(location: str, kind: str) -> None:
+    app, ext = make_app(location)
     ok, bad = (sleep_async, fail_async) if kind == "coroutine" else (sleep_plain, fail_plain)
     async with served(app, ext):
         ext.add_job("manual", ok, args=[0.01], trigger="interval", hours=1)
@@ -349,6 +361,37 @@ async def test_run_job_is_recorded(db: Path, kind: str) -> None:
     assert run["outcome"] == "success" and run["duration"] >= 0.005
     assert before <= parse(run["scheduled_run_time"]) <= parse(run["started_at"]) <= after
     assert failed["outcome"] == "error" and failed["error"] == "ValueError: nope"
+
+
+async def test_each_run_records_the_epoch_it_started_under(location: str) -> None:
+    # The coordination sets `epoch` while this process leads, None otherwise.
+    app, ext = make_app(location)
+    GATES["epoch"] = gate = asyncio.Event()
+    late = datetime.now(timezone.utc) - timedelta(seconds=30)
+    async with served(app, ext):
+        history = history_of(ext)
+        ext.add_job("plain", noop, trigger="interval", hours=1)
+        ext.add_job("held", wait_gate, args=["epoch"], trigger="interval", hours=1)
+        await ext.run_job("plain")
+        history.epoch = 7
+        await ext.run_job("plain")
+        held = ext.run_job("held")
+        await eventually(ext.get_running_runs, len)
+        history.epoch = 8  # a new leader's epoch while "held" runs
+        gate.set()
+        await held
+        ext.add_job("late", noop, trigger="date", run_date=late, misfire_grace_time=1)
+        await eventually(lambda: all_runs(ext, "late"), len)
+        runs = await all_runs(ext)
+
+    by_job: dict[str, list[Any]] = {}
+    for run in reversed(runs):  # oldest first
+        by_job.setdefault(run["job_id"], []).append((run["outcome"], run["epoch"]))
+    assert by_job == {
+        "plain": [("success", None), ("success", 7)],
+        "held": [("success", 7)],  # the epoch it started under
+        "late": [("missed", 8)],
+    }
 
 
 # ------------------------------------------------------- 2. recorded before the code runs
@@ -636,8 +679,8 @@ async def test_keep_runs_keeps_the_newest_runs_of_each_job(db: Path) -> None:
     assert len(file_rows(db)) == 9
 
 
-async def test_enforce_retention_applies_to_runs_not_written_yet(db: Path) -> None:
-    app, ext = make_app(db, SCHEDULER_HISTORY_KEEP_RUNS=3)
+async def test_enforce_retention_applies_to_runs_not_written_yet(location: str) -> None:
+    app, ext = make_app(location, SCHEDULER_HISTORY_KEEP_RUNS=3)
     async with served(app, ext):
         ext.add_job("a", noop, trigger="interval", hours=1)
         for _ in range(6):
@@ -682,8 +725,8 @@ async def test_keep_days_drops_old_runs_and_keeps_recent_and_running_ones(db: Pa
     assert [(row["job_id"], row["outcome"]) for row in file_rows(db)] == [("old", "success")]
 
 
-async def test_keep_runs_never_deletes_a_running_run(db: Path) -> None:
-    app, ext = make_app(db, SCHEDULER_HISTORY_KEEP_RUNS=3)
+async def test_keep_runs_never_deletes_a_running_run(location: str) -> None:
+    app, ext = make_app(location, SCHEDULER_HISTORY_KEEP_RUNS=3)
     GATES["first"] = gate = asyncio.Event()
     async with served(app, ext):
         ext.add_job("multi", switch, trigger="interval", hours=1, max_instances=10)
@@ -719,9 +762,9 @@ async def flaky() -> None:
         raise RuntimeError(f"run {SEEN['flaky']} fails")
 
 
-async def test_pages_cursors_and_filters_over_http_and_python(db: Path) -> None:
+async def test_pages_cursors_and_filters_over_http_and_python(location: str) -> None:
     SEEN["flaky"] = 0
-    app, ext = make_app(db, SCHEDULER_API_ENABLED=True)
+    app, ext = make_app(location, SCHEDULER_API_ENABLED=True)
     finished = Recorder()
     with run_finished.connected_to(finished, sender=app):
         async with served(app, ext):
@@ -819,11 +862,11 @@ async def test_pages_cursors_and_filters_over_http_and_python(db: Path) -> None:
     "job_id", ["what?now", "hash#tag", "two words", "ünïcode", "per%2Fcent", "plus+sign"]
 )
 async def test_link_to_the_next_page_works_for_ids_that_need_encoding(
-    db: Path, job_id: str
+    location: str, job_id: str
 ) -> None:
     # The link was built from the decoded path: "?" cut it, "%2F" decoded to "/", and
     # non-ASCII text went into a header as is.
-    app, ext = make_app(db, SCHEDULER_API_ENABLED=True)
+    app, ext = make_app(location, SCHEDULER_API_ENABLED=True)
     async with served(app, ext):
         ext.add_job(job_id, noop, trigger="interval", hours=1)
         ext.add_job("other", noop, trigger="interval", hours=1)
@@ -849,8 +892,8 @@ async def test_link_to_the_next_page_works_for_ids_that_need_encoding(
         assert "Link" not in second.headers
 
 
-async def test_running_runs_route_lists_the_run_under_way(db: Path) -> None:
-    app, ext = make_app(db, SCHEDULER_API_ENABLED=True)
+async def test_running_runs_route_lists_the_run_under_way(location: str) -> None:
+    app, ext = make_app(location, SCHEDULER_API_ENABLED=True)
     GATES["api_running"] = gate = asyncio.Event()
     async with served(app, ext):
         ext.add_job("api_running", wait_gate, args=["api_running"], trigger="interval", hours=1)
@@ -1060,6 +1103,44 @@ async def test_fresh_file_gets_the_current_schema_version(db: Path) -> None:
         (run,) = await all_runs(ext2)
     assert run["run_id"] == "r1"
     assert sql(db, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+
+
+async def test_file_of_schema_1_migrates_and_keeps_its_rows(db: Path) -> None:
+    # A file written before runs carried the leader's epoch: schema 1, no `epoch` column.
+    now = time.time() - 60
+    with closing(sqlite3.connect(db)) as conn:
+        for statement in _history.MIGRATIONS[1]:
+            conn.execute(statement)
+        conn.executemany(
+            "INSERT INTO runs (run_id, job_id, outcome, started_at, finished_at, at, duration, "
+            "host, pid, process) VALUES (?, 'old', ?, ?, ?, ?, 0.5, 'h', 1, 'p')",
+            [
+                (f"old-{n}", outcome, now + n, now + n + 0.5, now + n)
+                for n, outcome in enumerate(["success", "error", "running"])
+            ],
+        )
+        conn.execute("PRAGMA user_version = 1")
+        conn.commit()
+    before = file_rows(db)
+
+    app, ext = make_app(db)
+    history_of(ext).epoch = 12
+    async with served(app, ext):
+        ext.add_job("new", noop, trigger="interval", hours=1)
+        await ext.run_job("new")
+        old = await all_runs(ext, "old")
+        (new,) = await all_runs(ext, "new")
+
+    assert sql(db, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert [run["run_id"] for run in old] == ["old-2", "old-1", "old-0"]
+    # pid 1 is alive (init): its running row stays running, as it was.
+    assert [run["outcome"] for run in old] == ["running", "error", "success"]
+    assert {run["epoch"] for run in old} == {None}
+    assert list(old[0])[-2:] == ["pid", "epoch"]  # the key follows "pid"
+    assert (new["outcome"], new["epoch"]) == ("success", 12)
+    after = {row["run_id"]: row for row in file_rows(db)}
+    for row in before:
+        assert after[row["run_id"]] == {**row, "epoch": None}
 
 
 # ------------------------------------------------------------- 8. off, and in memory
