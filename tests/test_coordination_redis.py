@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -352,6 +353,45 @@ async def test_an_outage_is_unavailable_and_the_backend_recovers_after(
     woken.clear()
     await admin(url).publish(f"quart_sched:{backend.key}:wake", "x")
     await wait_until(lambda: woken, timeout=5)
+
+
+async def test_a_silent_server_times_a_call_out_within_the_ttl(
+    server: Callable[..., Server], backends: Callable[..., RedisBackend]
+) -> None:
+    """A stopped server keeps its sockets open: only the backend's timeout ends the call."""
+    redis = server()
+    ttl = 1.0
+    backend = backends(redis.url(), ttl=ttl)
+    await backend.open()
+    lease = await backend.acquire(member("a"))
+    assert lease is not None and redis.process is not None
+    redis.process.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(CoordinationUnavailableError, match="Timeout"):
+            await backend.renew(lease)
+        assert time.monotonic() - started < ttl * 3
+    finally:
+        redis.process.send_signal(signal.SIGCONT)
+    assert await backend.renew(lease)
+
+
+async def test_a_server_that_refuses_writes_is_unavailable_until_it_accepts_them(
+    server: Callable[..., Server],
+    backends: Callable[..., RedisBackend],
+    admin: Callable[..., Redis],
+) -> None:
+    redis = server()
+    backend = backends(redis.url())
+    await backend.open()
+    lease = await backend.acquire(member("a"))
+    assert lease is not None
+    client = admin(redis.url())
+    await client.config_set("maxmemory", "1")  # full: every write is refused (OOM)
+    with pytest.raises(CoordinationUnavailableError, match="refused"):
+        await backend.claim(lease, [fire("j")])
+    await client.config_set("maxmemory", "0")
+    assert set(await backend.claim(lease, [fire("j")])) == {fire("j")}
 
 
 def test_the_package_imports_redis_only_when_a_backend_is_made() -> None:

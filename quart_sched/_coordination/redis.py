@@ -313,17 +313,23 @@ class RedisBackend(Backend):
             raise CoordinationUnavailableError(f"Redis coordination at {self.location} is closed")
         return self._redis
 
-    async def _run(self, call: Awaitable[T]) -> T:
-        """Await one call to Redis; an outage becomes :class:`CoordinationUnavailableError`."""
-        from redis.exceptions import ConnectionError, ReadOnlyError, TimeoutError
+    async def _run(self, call: Awaitable[T], *, passing: tuple[type[Exception], ...] = ()) -> T:
+        """Await one call to Redis. An outage, or a refusal (out of memory, a read-only
+        replica, an ACL), becomes :class:`CoordinationUnavailableError`: either way
+        coordination cannot go on until an operator or the network fixes it. Errors of
+        the ``passing`` types are the caller's to handle."""
+        from redis.exceptions import ConnectionError, ResponseError, TimeoutError
 
         try:
             return await call
-        except (ConnectionError, TimeoutError, ReadOnlyError, OSError) as exc:
-            self._client_id = None
+        except passing:
+            raise
+        except (ConnectionError, TimeoutError, OSError, ResponseError) as exc:
+            self._client_id = None  # a new connection gets a new CLIENT ID
+            what = "refused the call" if isinstance(exc, ResponseError) else "cannot be reached"
             message = str(exc).replace(self._password, "***") if self._password else str(exc)
             raise CoordinationUnavailableError(
-                f"Redis at {self.location} cannot be reached: {type(exc).__name__}: {message}"
+                f"Redis at {self.location} {what}: {type(exc).__name__}: {message}"
             ) from exc
 
     async def _script(self, name: str, keys: list[str], args: list[Any]) -> Any:
@@ -335,7 +341,9 @@ class RedisBackend(Backend):
 
         if self._client_id is None:
             try:
-                self._client_id = str(await self._run(self._client.client_id()))
+                self._client_id = str(
+                    await self._run(self._client.client_id(), passing=(ResponseError,))
+                )
             except ResponseError as exc:  # refused by an ACL: no death signal for us
                 logger.info("Redis refused CLIENT ID (%s): leadership ends by expiry", exc)
                 self._client_id = ""
@@ -348,7 +356,8 @@ class RedisBackend(Backend):
         if not client_id or not self._can_list_clients:
             return True
         try:
-            return bool(await self._run(self._client.client_list(client_id=[client_id])))
+            listed = self._client.client_list(client_id=[client_id])
+            return bool(await self._run(listed, passing=(ResponseError,)))
         except ResponseError as exc:  # ACLs, managed services, Redis < 6.2
             self._can_list_clients = False
             logger.info(
@@ -454,9 +463,13 @@ class RedisBackend(Backend):
         if self._listener is not None:
             return
         pubsub = self._client.pubsub()
+        try:
+            await self._run(pubsub.subscribe(self._channel))
+            await self._subscribed(pubsub)
+        except BaseException:
+            await self._quietly(pubsub.aclose())  # type: ignore[no-untyped-call]
+            raise
         self._pubsub = pubsub
-        await self._run(pubsub.subscribe(self._channel))
-        await self._subscribed(pubsub)
         self._listener = asyncio.create_task(
             self._pump(pubsub, wake), name=f"quart_sched-redis-listener-{self.key}"
         )
