@@ -37,7 +37,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .._gate import Fire
@@ -62,7 +62,7 @@ T = TypeVar("T")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
-_MILLI = timedelta(milliseconds=1)
+_MILLISECOND = timedelta(milliseconds=1)
 #: Seconds the listener waits for a message before looking again (so a close is quick).
 _LISTEN_POLL = 1.0
 
@@ -199,7 +199,15 @@ def micros(when: datetime) -> int:
 
 
 def millis(when: datetime) -> int:
-    return (utc(when) - _EPOCH) // _MILLI
+    return (utc(when) - _EPOCH) // _MILLISECOND
+
+
+def from_micros(value: str | int) -> datetime:
+    return _EPOCH + int(value) * _MICROSECOND
+
+
+def from_millis(value: str | float) -> datetime:
+    return _EPOCH + int(float(value)) * _MILLISECOND  # a sorted set's score may be "1e+12"
 
 
 def without_password(url: str) -> str:
@@ -371,29 +379,28 @@ class RedisBackend(Backend):
     # the lease ---------------------------------------------------------------------------
 
     async def acquire(self, me: Member) -> Lease | None:
-        found = await self._acquire(me)
-        if found[0] == 1:
-            return _lease(found)
-        holder = found[1:]
-        epoch, client_id = holder[0], holder[5] or ""
-        if await self._connected(client_id):
+        held = await self._acquire(me)
+        if held.mine:
+            return held.lease
+        if await self._connected(held.client_id):
             return None
-        found = await self._acquire(me, gone=(epoch, client_id))
-        if found[0] != 1:
+        gone = held
+        held = await self._acquire(me, gone=gone)
+        if not held.mine:
             return None  # another standby was quicker
         logger.info(
             "Took the lease from %s pid %s at once: its Redis connection closed",
-            holder[1],
-            holder[2],
+            gone.lease.host,
+            gone.lease.pid,
         )
-        return _lease(found)
+        return held.lease
 
-    async def _acquire(self, me: Member, gone: tuple[str, str] = ("", "")) -> list[Any]:
-        args = [me.token, me.host, me.pid, await self._own_client_id(), self._ttl_ms, *gone]
-        found: list[Any] = await self._script(
-            "acquire", [self._lease_key, self._prefix + "epoch"], args
-        )
-        return found
+    async def _acquire(self, me: Member, gone: _Held | None = None) -> _Held:
+        """The acquire script: takes the lease if free, or if it is still ``gone``'s."""
+        args = [me.token, me.host, me.pid, await self._own_client_id(), self._ttl_ms]
+        args += [gone.lease.epoch, gone.client_id] if gone is not None else ["", ""]
+        keys = [self._lease_key, self._prefix + "epoch"]
+        return _Held.parse(await self._script("acquire", keys, args))
 
     @property
     def _ttl_ms(self) -> int:
@@ -411,7 +418,7 @@ class RedisBackend(Backend):
 
     async def leader(self) -> Lease | None:
         fields = await self._run(self._client.hmget(self._lease_key, list(_LEASE_FIELDS)))
-        return _lease([1, *fields]) if fields[0] is not None else None
+        return _Held.parse([0, *fields]).lease if fields[0] is not None else None
 
     # the ledger --------------------------------------------------------------------------
 
@@ -446,7 +453,7 @@ class RedisBackend(Backend):
         if found is None:
             raise LeaseLostError(f"epoch {lease.epoch} is not current")
         fires = [
-            Fire(job_id, _EPOCH + int(run) * _MICROSECOND, _EPOCH + int(float(keep)) * _MILLI)
+            Fire(job_id, from_micros(run), from_millis(keep))
             for job_id, run, keep in zip(found[::3], found[1::3], found[2::3], strict=True)
         ]
         return sorted(fires, key=lambda fire: (fire.run_time, fire.job_id))
@@ -510,7 +517,16 @@ class RedisBackend(Backend):
                 wake()
 
 
-def _lease(found: list[Any]) -> Lease:
-    """A :class:`Lease` from a script's reply: a flag, then :data:`_LEASE_FIELDS`."""
-    _mine, epoch, host, pid, token, since, _client = found
-    return Lease(int(epoch), host, int(pid), token, _EPOCH + int(since) * _MICROSECOND)
+class _Held(NamedTuple):
+    """The lease as the acquire script answers it."""
+
+    mine: bool  # the caller's (just taken, or held already)
+    lease: Lease
+    client_id: str  # of the holder's lease connection; "" if unknown
+
+    @classmethod
+    def parse(cls, reply: list[Any]) -> _Held:
+        """From a flag, then :data:`_LEASE_FIELDS`."""
+        mine, epoch, host, pid, token, since, client_id = reply
+        lease = Lease(int(epoch), host, int(pid), token, from_micros(since))
+        return cls(mine == 1, lease, client_id or "")
