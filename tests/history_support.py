@@ -15,8 +15,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import psycopg
-from coordination_support import POSTGRESQL_URL, require_server
 from psycopg.rows import dict_row
+
+from coordination_support import POSTGRESQL_URL, require_server
 
 
 @contextlib.contextmanager

@@ -17,11 +17,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from coordination_support import BACKENDS, make_backend
 
 from quart_sched._coordination.backend import Backend, LeaseLostError, Member
 from quart_sched._gate import Fire
 
+from coordination_support import BACKENDS, make_backend
 from support import wait_until
 
 pytestmark = pytest.mark.timeout(60)

@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from coordination_support import REDIS_URL, require_server, server_answers
 
 from quart_sched._coordination.backend import (
     CoordinationUnavailableError,
@@ -29,6 +28,7 @@ from quart_sched._coordination.backend import (
 )
 from quart_sched._gate import Fire
 
+from coordination_support import REDIS_URL, require_server, server_answers
 from support import free_port, wait_until
 
 pytestmark = pytest.mark.timeout(60)

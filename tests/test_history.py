@@ -34,7 +34,6 @@ from urllib.parse import quote
 
 import pytest
 from apps.harness import python
-from history_support import postgres_schema
 from quart import Quart, current_app
 
 from quart_sched import APScheduler, _history
@@ -43,6 +42,7 @@ from quart_sched.auth import HTTPBasicAuth
 from quart_sched.errors import HistoryUnavailableError
 from quart_sched.signals import job_executed, run_finished
 
+from history_support import postgres_schema
 from support import free_port, wait_until
 
 APPS = Path(__file__).parent / "apps"
@@ -364,8 +364,9 @@ async def test_run_job_is_recorded(location: str, kind: str) -> None:
 
 
 async def test_each_run_records_the_epoch_it_started_under(location: str) -> None:
-    # The coordination sets `epoch` while this process leads, None otherwise.
-    app, ext = make_app(location)
+    # The coordination sets `epoch` while this process leads, None otherwise: here the
+    # test sets it (test_coordination checks what a leader records).
+    app, ext = make_app(location, SCHEDULER_COORDINATION=False)
     GATES["epoch"] = gate = asyncio.Event()
     late = datetime.now(timezone.utc) - timedelta(seconds=30)
     async with served(app, ext):
@@ -1123,7 +1124,7 @@ async def test_file_of_schema_1_migrates_and_keeps_its_rows(db: Path) -> None:
         conn.commit()
     before = file_rows(db)
 
-    app, ext = make_app(db)
+    app, ext = make_app(db, SCHEDULER_COORDINATION=False)  # the test sets the epoch
     history_of(ext).epoch = 12
     async with served(app, ext):
         ext.add_job("new", noop, trigger="interval", hours=1)

@@ -35,6 +35,12 @@ from typing import Any, TypeVar
 import psycopg
 import pytest
 from apps.harness import python
+from quart import Quart
+
+from quart_sched import APScheduler, _history
+from quart_sched._history import RunHistory, make_recorder
+from quart_sched.errors import ConfigurationError, HistoryUnavailableError
+
 from history_support import (
     Proxy,
     pg_rows,
@@ -42,12 +48,6 @@ from history_support import (
     schema_of,
     terminate_history_connections,
 )
-from quart import Quart
-
-from quart_sched import APScheduler, _history
-from quart_sched._history import RunHistory, make_recorder
-from quart_sched.errors import ConfigurationError, HistoryUnavailableError
-
 from support import free_port, wait_until
 
 APPS = Path(__file__).parent / "apps"
