@@ -111,6 +111,41 @@ _SCHEMAS: dict[str, Any] = {
             "allowed_hosts": {"type": "array", "items": {"type": "string"}},
             "running": {"type": "boolean"},
             "state": {"type": "string", "enum": ["running", "paused", "stopped"]},
+            "role": {
+                "type": ["string", "null"],
+                "enum": ["leader", "standby", None],
+                "description": "This process runs the jobs (leader) or serves the API only "
+                "(standby); null while the scheduler is stopped.",
+            },
+            "leader": {
+                "oneOf": [
+                    {"type": "null"},
+                    {
+                        "type": "object",
+                        "required": ["host", "pid", "since", "epoch"],
+                        "properties": {
+                            "host": {"type": "string"},
+                            "pid": {"type": "integer"},
+                            "since": {"type": "string", "format": "date-time"},
+                            "epoch": {"type": "integer"},
+                        },
+                    },
+                ],
+            },
+            "coordination": {
+                "oneOf": [
+                    {"type": "null"},
+                    {
+                        "type": "object",
+                        "required": ["backend", "location", "error"],
+                        "properties": {
+                            "backend": {"type": "string", "enum": ["file", "postgresql", "redis"]},
+                            "location": {"type": "string"},
+                            "error": {"type": ["string", "null"]},
+                        },
+                    },
+                ],
+            },
         },
     },
     "Job": {

@@ -75,7 +75,7 @@ class Leadership(AsyncIOScheduler):  # type: ignore[misc]
             "leader": None,
             "coordination": None
             if plan is None or plan.kind == OFF
-            else {"backend": plan.kind, "location": plan.shown_location},
+            else {"backend": plan.kind, "location": plan.shown_location, "error": None},
         }
         if coordinator is not None:
             info["role"] = coordinator.role

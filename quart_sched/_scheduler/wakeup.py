@@ -131,7 +131,11 @@ class WakeupLoop(AsyncIOScheduler):  # type: ignore[misc]
         """The fires the gate lets this process run (all of them with the open gate)."""
         if self.gate is OPEN_GATE or not fires:
             return fires
-        asked = [Fire(job.id, when) for job, run_times in fires for when in run_times]
+        asked = [
+            Fire(job.id, when, keep_until(job, when))
+            for job, run_times in fires
+            for when in run_times
+        ]
         admitted = set(await self.gate.admit(asked))
         kept = []
         for job, run_times in fires:
@@ -285,6 +289,20 @@ class _Taken:
     next_run: datetime | None = None
     retry_at: datetime | None = None
     blocked: bool = False  # unloadable jobs are due: the store's next run time hides others
+
+
+#: How long past a fire's grace time a ledger remembers it (a standby taking over with an
+#: older view of an in-memory job may still find it due until then).
+LEDGER_MARGIN = timedelta(hours=1)
+
+
+def keep_until(job: Job, run_time: datetime) -> datetime | None:
+    """Until when no process can find this fire due: its grace time, and a margin; None
+    (the ledger's own default) for a job that runs however late."""
+    grace = job.misfire_grace_time
+    if grace is None:
+        return None
+    return run_time + timedelta(seconds=grace) + LEDGER_MARGIN
 
 
 #: Most run times one pass hands a job that fell behind, and most fire times it steps
