@@ -16,7 +16,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = {"burst", "steady", "loop_health", "api", "persistence", "store_outage", "scale"}
+SCENARIOS = {
+    "burst",
+    "steady",
+    "loop_health",
+    "api",
+    "persistence",
+    "store_outage",
+    "scale",
+    "failover",
+}
 
 if os.environ.get("CI") != "true":  # in CI the peers are installed, or this must fail
     pytest.importorskip("flask_apscheduler", reason="the bench extra is not installed")
