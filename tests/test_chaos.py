@@ -136,6 +136,12 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
     return found
 
 
+def parent_of(pid: int) -> int:
+    """The parent's pid, from /proc (Linux): never signal a process that is not ours."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
 def serve(port: int, workers: int, **env: str) -> Process:
     return hypercorn("chaos_app:app", port, "--workers", str(workers), cwd=APPS, **env)
 
@@ -222,6 +228,7 @@ def test_sigstopped_leader_worker_is_replaced_and_steps_down_on_sigcont(
             _pid, info = scheduler_info(port)
             assert info["coordination"]["backend"] == "file", info
             leader = info["leader"]["pid"]
+            assert parent_of(leader) == server.pid, f"the leader {leader} is not a worker here"
             stopped_at = time.time()
             os.kill(leader, signal.SIGSTOP)
             try:
