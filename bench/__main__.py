@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import api, burst, loop_health, persistence, scale, steady, store_outage
+from bench import api, burst, failover, loop_health, persistence, scale, steady, store_outage
 from bench._util import ROOT, Scenario, machine, machine_text, snapshot_source
 
 SCENARIOS = {
@@ -28,6 +28,7 @@ SCENARIOS = {
     "persistence": persistence.run,
     "store_outage": store_outage.run,
     "scale": scale.run,
+    "failover": failover.run,
 }
 
 

@@ -155,6 +155,9 @@ class Scenario:
     #: The 1-minute load average when the scenario started and ended (other processes
     #: on the machine skew the figures: see the docs).
     load: tuple[float, float] = (math.nan, math.nan)
+    #: More tables of this scenario, each with its own columns, rows, notes and targets,
+    #: printed after this one (their params, elapsed time and load are this one's).
+    tables: list[Scenario] = field(default_factory=list)
 
     def row(self, impl: str, group: str = "") -> Row:
         for row in self.rows:
@@ -243,6 +246,14 @@ class Scenario:
             "",
             self.markdown(),
         ]
+        out += self._notes_and_targets()
+        for table in self.tables:
+            out += ["", f"#### {table.title}", "", table.markdown()]
+            out += table._notes_and_targets()
+        return "\n".join(out)
+
+    def _notes_and_targets(self) -> list[str]:
+        out: list[str] = []
         unavailable = [r for r in self.rows if r.unavailable]
         if unavailable or self.notes:
             out.append("")
@@ -254,7 +265,7 @@ class Scenario:
         if self.targets:
             out.append("")
             out += [t.line() for t in self.targets]
-        return "\n".join(out)
+        return out
 
     def to_json(self) -> dict[str, Any]:
         rows = []
@@ -296,6 +307,7 @@ class Scenario:
                 for t in self.targets
             ],
             "notes": self.notes,
+            "tables": [table.to_json() for table in self.tables],
         }
 
 

@@ -15,6 +15,7 @@ from bench._util import NONE, QS, QS_HISTORY, QT, RAW, quart_sched_config
 
 API_JOB_FUNC = "bench.jobs:noop"
 OUTAGE_FUNC = "bench.jobs:outage_fire"
+FAILOVER_FUNC = "bench.jobs:failover_tick"
 FAR_FUTURE = "2099-01-01T00:00:00+00:00"
 
 
@@ -278,4 +279,43 @@ def outage_app(params: dict[str, Any] | None = None) -> Any:
         scheduler.start()  # no loop yet: starts when the app serves
     else:
         raise ValueError(variant)
+    return app
+
+
+# --------------------------------------------------------------- scenario 8: failover
+
+
+def failover_app(params: dict[str, Any] | None = None) -> Any:
+    """One member of the failover scenario: a Quart app (served by ``app.test_app()`` in
+    ``bench._member``) whose scheduler coordinates through ``coordination`` (a directory,
+    a ``postgresql://`` or ``redis://`` URL) under the app name ``app_name``, with one
+    ``async def`` interval job every ``period`` s (``coalesce=False``, ``grace`` s of
+    misfire grace time). Writes ``LEADER <epoch> <pid> <wall time>`` to stdout when it
+    becomes the leader; the job writes ``RUN`` lines (``bench.jobs.failover_tick``).
+    """
+    from quart import Quart
+
+    from quart_sched import APScheduler, signals
+
+    p = _params(params)
+    app = Quart(p["app_name"])
+    app.config.update(quart_sched_config())  # history off: the coordination alone
+    app.config.update(SCHEDULER_TIMEZONE="UTC", SCHEDULER_COORDINATION=p["coordination"])
+    scheduler = APScheduler(app=app)
+    scheduler.add_job(
+        "tick",
+        FAILOVER_FUNC,
+        trigger="interval",
+        seconds=p["period"],
+        start_date="2020-01-01T00:00:00+00:00",  # one grid of run times for every member
+        coalesce=False,
+        misfire_grace_time=p["grace"],
+    )
+
+    async def became_leader(_sender: Any, leader: dict[str, Any]) -> None:
+        line = f"LEADER {leader['epoch']} {os.getpid()} {time.time():.6f}\n"
+        os.write(1, line.encode())
+
+    signals.became_leader.connect(became_leader, weak=False)
+    scheduler.start()  # no loop yet: starts when the app serves
     return app

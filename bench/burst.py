@@ -159,7 +159,7 @@ def measure(params: dict[str, Any]) -> dict[str, float]:
         if impl == FAS:
             started = _flask_apscheduler(kind, n, t0)
         else:
-            started = asyncio.run(_on_loop(impl, kind, n, t0))
+            started = asyncio.run(_on_loop(impl, kind, n, t0, params.get("config") or {}))
         if started is not None:
             break
         offset *= 4
@@ -217,7 +217,11 @@ async def _wait_done(t0: datetime, timeout: float = 120.0) -> None:
     burst.loop_cpu = time.thread_time() - loop_cpu
 
 
-async def _on_loop(impl: str, kind: str, n: int, t0: datetime) -> tuple[float, float] | None:
+async def _on_loop(
+    impl: str, kind: str, n: int, t0: datetime, config: dict[str, Any]
+) -> tuple[float, float] | None:
+    """``config``: more app config for the quart_sched rows (the failover scenario's
+    ledger rows set SCHEDULER_COORDINATION)."""
     func = _func(kind)
     begin = time.perf_counter()
     if impl == RAW:
@@ -257,6 +261,7 @@ async def _on_loop(impl: str, kind: str, n: int, t0: datetime) -> tuple[float, f
         with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
             history = f"{tmp}/history.sqlite" if impl == QS_HISTORY else None
             app.config.update(quart_sched_config(history))
+            app.config.update(config)
             scheduler = APScheduler(app=app)
             for i in range(n):
                 scheduler.add_job(

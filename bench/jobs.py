@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import threading
 import time
 from typing import Any
@@ -120,3 +121,14 @@ SCALE_RUNS: list[tuple[int, float]] = []
 
 async def scale_tick(i: int) -> None:
     SCALE_RUNS.append((i, time.time()))
+
+
+# failover: which process ran which fire, and when --------------------------------------
+
+
+async def failover_tick() -> None:
+    """Writes ``RUN <scheduled run time> <pid> <wall time>`` to stdout (one write)."""
+    from quart_sched import current_run
+
+    line = f"RUN {current_run.scheduled_run_time.timestamp():.6f} {os.getpid()} {time.time():.6f}"
+    os.write(1, f"{line}\n".encode())

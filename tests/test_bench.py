@@ -16,7 +16,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = {"burst", "steady", "loop_health", "api", "persistence", "store_outage", "scale"}
+SCENARIOS = {
+    "burst",
+    "steady",
+    "loop_health",
+    "api",
+    "persistence",
+    "store_outage",
+    "scale",
+    "failover",
+}
 
 if os.environ.get("CI") != "true":  # in CI the peers are installed, or this must fail
     pytest.importorskip("flask_apscheduler", reason="the bench extra is not installed")
@@ -39,14 +48,15 @@ def test_quick_run_measures_every_scenario(tmp_path: Path) -> None:
     assert results["machine"]["cores"]
     assert set(results["scenarios"]) == SCENARIOS
     for name, scenario in results["scenarios"].items():
-        measured = [row for row in scenario["rows"] if row["available"]]
-        assert measured, f"{name}: no row was measured"
-        for row in measured:
-            assert row["rounds"], f"{name}/{row['impl']}: no rounds"
-            numbers = [v for v in row["median"].values() if v is not None]
-            assert numbers, f"{name}/{row['impl']}: no figures"
-            assert all(isinstance(v, (int, float)) and math.isfinite(v) for v in numbers)
-        assert any(row["impl"].startswith("quart_sched") for row in measured), name
+        for table in [scenario, *scenario["tables"]]:  # a scenario may have more tables
+            measured = [row for row in table["rows"] if row["available"]]
+            assert measured, f"{name}: no row was measured in {table['title']!r}"
+            for row in measured:
+                assert row["rounds"], f"{name}/{row['impl']}: no rounds"
+                numbers = [v for v in row["median"].values() if v is not None]
+                assert numbers, f"{name}/{row['impl']}: no figures"
+                assert all(isinstance(v, (int, float)) and math.isfinite(v) for v in numbers)
+            assert any(row["impl"].startswith("quart_sched") for row in measured), name
         assert "### " in proc.stdout  # the tables were printed
     # Each HTTP row answered without errors: a broken server must not pass as "slow".
     for name in ("steady", "api"):
@@ -54,3 +64,7 @@ def test_quick_run_measures_every_scenario(tmp_path: Path) -> None:
             if row["available"]:
                 errors = row["median"].get("errors", row["median"].get("http_errors"))
                 assert errors == 0, f"{name}/{row['group']}/{row['impl']}: HTTP errors"
+    # Failover: each fire ran at most once, whatever the timings were.
+    for row in results["scenarios"]["failover"]["rows"]:
+        if row["available"]:
+            assert row["median"]["duplicates"] == 0, f"failover/{row['group']}: duplicates"
