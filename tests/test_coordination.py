@@ -157,6 +157,40 @@ async def test_one_worker_leads_and_every_fire_runs_once_across_a_handover(
     assert max(gaps) < timedelta(seconds=0.3), gaps
 
 
+async def test_interval_jobs_declared_at_different_moments_share_one_schedule(
+    make_worker: Callable[..., Worker],
+) -> None:
+    """Each process starts an interval job "now plus one interval" unless told: with
+    coordination on, every process's job is on one grid, so the new leader neither runs
+    the old one's fires again nor adds its own in between."""
+    workers = []
+    for name in ("a", "b"):
+        app, scheduler = make_worker(name)
+        scheduler.add_job(
+            "tick",
+            record_run,
+            trigger="interval",
+            seconds=0.2,
+            coalesce=False,
+            misfire_grace_time=60,
+        )
+        workers.append((app, scheduler))
+        await asyncio.sleep(0.13)  # worker b declares its job 130 ms later
+    async with AsyncExitStack() as first, AsyncExitStack() as second:
+        await first.enter_async_context(serve(workers[0][0]))
+        await second.enter_async_context(serve(workers[1][0]))
+        await wait_until(lambda: len(RUNS) >= 4, timeout=5)
+        await first.aclose()
+        stopped = len(RUNS)
+        await wait_until(lambda: len(RUNS) >= stopped + 4, timeout=5)
+    times = [when for _worker, _job, when in RUNS]
+    assert len(times) == len(set(times)), "a fire ran twice"
+    step = timedelta(seconds=0.2)
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    assert all((when - epoch) % step == timedelta(0) for when in times), times
+    assert {worker for worker, _j, _w in RUNS} == {"a", "b"}
+
+
 async def test_with_coordination_off_every_worker_runs_jobs_and_is_warned(
     make_worker: Callable[..., Worker], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -82,6 +82,7 @@ class Coordinator(FireGate):
         self._error: str | None = None
         self._stopping = False
         self._notifying: asyncio.Task[None] | None = None
+        self._releases: set[asyncio.Task[None]] = set()
 
     # state ----------------------------------------------------------------------------
 
@@ -109,6 +110,11 @@ class Coordinator(FireGate):
     async def admit(self, fires: Sequence[Fire]) -> Collection[Fire]:
         lease = self.lease
         if lease is None or not self.leading:
+            # Taken from the stores while this process led; its lease ran out since.
+            logger.warning(
+                "%d due run(s) not started: this process stopped leading while taking them",
+                len(fires),
+            )
             return []
         try:
             granted = await self.backend.claim(lease, fires)
@@ -177,6 +183,8 @@ class Coordinator(FireGate):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if self._releases:
+                await asyncio.wait(set(self._releases))
             lease, self.lease = self.lease, None
             if lease is not None:
                 # Runs still under way are this process's to finish or interrupt (its
@@ -257,6 +265,12 @@ class Coordinator(FireGate):
         lease, self.lease = self.lease, None
         if lease is None:
             return
+        if not self._stopping:
+            # Still ours on the backend (a pause outlived the trust, not the lease)? Let it
+            # go now, so that a standby need not wait for the expiry. A no-op otherwise.
+            task = asyncio.get_running_loop().create_task(self.backend.release(lease))
+            self._releases.add(task)
+            task.add_done_callback(self._releases.discard)
         logger.warning(
             "This process (pid %d) no longer leads the scheduler (epoch %d): %s",
             self.member.pid,

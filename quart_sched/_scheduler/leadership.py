@@ -12,13 +12,16 @@ import contextlib
 import logging
 import os
 import uuid
+from collections.abc import Mapping
 from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.base import STATE_STOPPED
+from apscheduler.triggers.interval import IntervalTrigger
 
 from .. import signals
 from .._coordination import FILE, OFF, CoordinationPlan, plan_coordination
@@ -31,6 +34,20 @@ from ..errors import ConfigurationError, JobStoreUnavailableError
 logger = logging.getLogger("quart_sched")
 
 _RAN = EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MISSED
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def grid_anchor(start: datetime, interval: timedelta) -> datetime:
+    """The point at or before ``start`` of the grid of ``interval`` steps from
+    1970-01-01 UTC. Processes that start at different moments, each with a start of "now
+    plus one interval", all fire on this one grid; the first fire stays at most one
+    interval away."""
+    step = interval // _MICROSECOND
+    if step <= 0:
+        return start
+    since = (start - _EPOCH) // _MICROSECOND
+    return (_EPOCH + (since // step) * step * _MICROSECOND).astimezone(start.tzinfo)
 
 
 class Leadership(AsyncIOScheduler):  # type: ignore[misc]
@@ -52,6 +69,8 @@ class Leadership(AsyncIOScheduler):  # type: ignore[misc]
     _coordinating: asyncio.Task[None] | None = None
     _solo: SoloLock | None = None
     _leadership_tasks: set[asyncio.Task[Any]]
+    #: Interval triggers built with no start_date before the start (by id).
+    _default_starts: dict[int, IntervalTrigger]
 
     @property
     def coordinated(self) -> bool:
@@ -114,10 +133,31 @@ class Leadership(AsyncIOScheduler):  # type: ignore[misc]
         finally:
             await backend.close()
 
+    def _plan_start(self) -> None:
+        """At start, before the pending jobs go to their stores: the backend, and interval
+        jobs of every process on one grid (see :func:`grid_anchor`)."""
+        plan = self.coordination = self.plan_coordination()
+        defaults, self._default_starts = self._default_starts, {}
+        if plan is None or plan.kind == OFF:
+            return
+        for job, _alias, _replace in self._pending_jobs:
+            if id(job.trigger) in defaults:
+                _anchor(job.trigger)
+
+    def note_trigger(self, trigger: Any, trigger_args: Mapping[str, Any]) -> None:
+        """A trigger was built from its name: an interval trigger given no ``start_date``
+        starts "now" in each process, so the ledger could not tell one process's fires
+        from another's; it goes on the shared grid once coordination is on."""
+        if isinstance(trigger, IntervalTrigger) and "start_date" not in trigger_args:
+            if self._coordinator is not None:
+                _anchor(trigger)
+            else:  # anchored at start if coordination is on (held: ids stay unique)
+                self._default_starts[id(trigger)] = trigger
+
     def _start_coordination(self, loop: asyncio.AbstractEventLoop) -> None:
         """At start: a coordinator (its first attempt to lead runs at once, as a task)."""
         self._leadership_tasks = set()
-        plan = self.coordination = self.plan_coordination()
+        plan = self.coordination
         if plan is None:
             return
         if plan.kind == OFF:
@@ -265,3 +305,7 @@ class Leadership(AsyncIOScheduler):  # type: ignore[misc]
                 "Configure a shared job store (SCHEDULER_JOBSTORES) to change jobs from any "
                 "process, or send this request to the leader (GET <prefix> names it)."
             )
+
+
+def _anchor(trigger: IntervalTrigger) -> None:
+    trigger.start_date = grid_anchor(trigger.start_date, trigger.interval)

@@ -83,6 +83,7 @@ class QuartScheduler(StoresOnly, Leadership, WakeupLoop, Reporting):
         self._undrained: list[Batch] = []
         self._reports: set[asyncio.Task[None]] = set()
         self._leadership_tasks: set[asyncio.Task[Any]] = set()
+        self._default_starts: dict[int, Any] = {}
 
     @classmethod
     def adopt(cls, scheduler: Any) -> QuartScheduler:
@@ -259,6 +260,7 @@ class QuartScheduler(StoresOnly, Leadership, WakeupLoop, Reporting):
             trigger_args.setdefault("timezone", self.timezone)
             return CronTrigger(**trigger_args)
         built: BaseTrigger = super()._create_trigger(trigger, trigger_args)
+        self.note_trigger(built, trigger_args)
         return built
 
     def make_trigger(self, trigger: Any, trigger_args: Mapping[str, Any]) -> BaseTrigger:
@@ -450,6 +452,7 @@ class QuartScheduler(StoresOnly, Leadership, WakeupLoop, Reporting):
         self._failing_stores.clear()
         if self.history is not None:
             self.history.hold(HOLDER)  # released once this run's jobs are drained
+        self._plan_start()
         self._starting = True
         try:
             super().start(paused)
