@@ -7,6 +7,7 @@ and is stopped the way its user would stop it (Ctrl-C, or SIGTERM for Hypercorn)
 from __future__ import annotations
 
 import signal
+import time
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -73,6 +74,26 @@ def test_run_py_with_hypercorn() -> None:
         response = proc.get(f"http://127.0.0.1:{port}/")
         assert response.json()["jobs"] == ["job1", "tick"]
         stop(proc, signal.SIGTERM)
+
+
+def test_run_py_under_four_workers_fires_each_job_once_per_period() -> None:
+    # `hypercorn -w 4 run:app`, no config change: one worker leads and runs the jobs.
+    port = free_port()
+    with hypercorn("run:app", port, "-w", "4", cwd=EXAMPLES, EXAMPLE_INTERVAL="0.5") as proc:
+        proc.wait_for(lambda: tutorial_output(proc)["3"] >= 1, what="job1 firing")
+        started = time.monotonic()
+        before = tutorial_output(proc)
+        while time.monotonic() - started < 4:
+            time.sleep(0.1)
+        after = tutorial_output(proc)
+        roles = {proc.get(f"http://127.0.0.1:{port}/scheduler").json()["role"] for _ in range(8)}
+        stop(proc, signal.SIGTERM)
+    # 4 s at one fire per 0.5 s: 8 fires of each job, give or take one at each end
+    # (four workers each running them would print about 32).
+    for job in ("3", "tick"):
+        fired = after[job] - before[job]
+        assert 7 <= fired <= 10, (job, fired, proc.dump())
+    assert "leader" in roles
 
 
 def test_decorators_py() -> None:
