@@ -200,3 +200,5 @@ async def test_the_lease_goes_over_at_once_when_its_holder_is_killed(
     finally:
         child.kill()
         child.wait()
+        if child.stdout is not None:
+            child.stdout.close()  # or its ResourceWarning fails the test
