@@ -107,9 +107,10 @@ SELECT epoch, host, pid, token, since,
 FROM quart_sched_lease WHERE name = %(name)s
 """
 
-# Takes the lease with a new epoch if it is free, expired, or its holder's session is gone
-# (``free``: this session got the advisory lock). The row lock of ON CONFLICT makes it
-# atomic: of two standbys, the second sees the first's unexpired lease and takes nothing.
+# Takes the lease with a new epoch if it is free, expired, or still the epoch ``dead``: the
+# one this session saw when it got the advisory lock, so its holder's session is gone. A
+# lease taken since then by another standby is not overridden. The row lock of ON CONFLICT
+# makes it atomic: of two standbys, the second sees the first's lease and takes nothing.
 TAKE_LEASE = """
 INSERT INTO quart_sched_lease AS l (name, epoch, host, pid, token, since, expires_at)
 VALUES (%(name)s, 1, %(host)s, %(pid)s, %(token)s, now(),
@@ -117,7 +118,7 @@ VALUES (%(name)s, 1, %(host)s, %(pid)s, %(token)s, now(),
 ON CONFLICT (name) DO UPDATE
 SET epoch = l.epoch + 1, host = excluded.host, pid = excluded.pid, token = excluded.token,
     since = excluded.since, expires_at = excluded.expires_at
-WHERE %(free)s OR l.token IS NULL OR l.expires_at < now()
+WHERE l.epoch = %(dead)s::bigint OR l.token IS NULL OR l.expires_at < now()
 RETURNING epoch, since
 """
 
@@ -326,6 +327,7 @@ class PostgresBackend(Backend):
             READ_LEASE,
             {"name": self.key, "try_lock": not self._locked, "lock": self._lock_id},
         )
+        dead = None  # the epoch whose holder's session is known to be gone
         if row is not None:
             epoch, host, pid, token, since, live, got_lock = row
             self._locked = self._locked or got_lock
@@ -333,6 +335,7 @@ class PostgresBackend(Backend):
                 return Lease(epoch, host, pid, token, utc(since))
             if live and not self._locked:
                 return None  # its holder's session is alive, or its lease has not expired
+            dead = epoch if self._locked else None
         elif not self._locked:  # the key's first lease: lead with the lock from the start
             self._locked = await self._try_lock(conn)
         taken = await _fetchone(
@@ -344,7 +347,7 @@ class PostgresBackend(Backend):
                 "pid": me.pid,
                 "token": me.token,
                 "ttl": self.ttl,
-                "free": self._locked,
+                "dead": dead,
             },
         )
         if taken is None:
