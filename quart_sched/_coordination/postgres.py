@@ -9,10 +9,13 @@ must run in session mode.
   server's clock (``now()``), so hosts with skewed clocks agree on expiry. The row is never
   deleted: a release only clears the holder, so the epoch never goes down.
 - **The death signal** is a session-level advisory lock that the leader holds on its lease
-  connection. When a standby gets that lock, no live session leads and it takes the lease
-  at once; otherwise it waits for the lease to expire. A stopped process (SIGSTOP) keeps its
-  socket open for hours, so the lease connection sets ``idle_session_timeout`` to the TTL
-  (PostgreSQL >= 14): the server then ends the idle session, and its lock, on its own.
+  connection, and records holding (``locked``). When a standby gets that lock while such a
+  lease stands, the holder's session is gone and it takes the lease at once; otherwise it
+  waits for the lease to expire. (A leader that took an expired lease while the stopped
+  holder's session still had the lock leads without it, records so, and takes it on a
+  later renewal.) A stopped process (SIGSTOP) keeps its socket open for hours, so the lease
+  connection sets ``idle_session_timeout`` to the TTL (PostgreSQL >= 14): the server then
+  ends the idle session, and its lock, on its own.
 - **The ledger** is ``quart_sched_fires``: a claim is one statement for any number of fires
   that inserts only while the claimer's epoch and token are those of the lease, holding the
   lease row ``FOR SHARE`` so that no takeover commits in between.
@@ -70,7 +73,8 @@ DDL = (
         pid integer,
         token text,
         since timestamptz,
-        expires_at timestamptz
+        expires_at timestamptz,
+        locked boolean NOT NULL DEFAULT false
     )
     """,
     """
@@ -102,28 +106,30 @@ SELECT to_regclass('quart_sched_lease') IS NOT NULL
 # The lease as it stands, and (when asked) an attempt at the advisory lock in the same trip.
 READ_LEASE = """
 SELECT epoch, host, pid, token, since,
-       coalesce(token IS NOT NULL AND expires_at > now(), false) AS live,
+       coalesce(token IS NOT NULL AND expires_at > now(), false) AS live, locked,
        CASE WHEN %(try_lock)s THEN pg_try_advisory_lock(%(lock)s::bigint) ELSE false END
 FROM quart_sched_lease WHERE name = %(name)s
 """
 
 # Takes the lease with a new epoch if it is free, expired, or still the epoch ``dead``: the
-# one this session saw when it got the advisory lock, so its holder's session is gone. A
-# lease taken since then by another standby is not overridden. The row lock of ON CONFLICT
-# makes it atomic: of two standbys, the second sees the first's lease and takes nothing.
+# one this session saw when it got the advisory lock, held by a session that had the lock,
+# so that session is gone. A lease taken since then by another standby is not overridden.
+# The row lock of ON CONFLICT makes it atomic: of two standbys, the second sees the first's
+# lease and takes nothing.
 TAKE_LEASE = """
-INSERT INTO quart_sched_lease AS l (name, epoch, host, pid, token, since, expires_at)
+INSERT INTO quart_sched_lease AS l (name, epoch, host, pid, token, since, expires_at, locked)
 VALUES (%(name)s, 1, %(host)s, %(pid)s, %(token)s, now(),
-        now() + %(ttl)s * interval '1 second')
+        now() + %(ttl)s * interval '1 second', %(locked)s)
 ON CONFLICT (name) DO UPDATE
 SET epoch = l.epoch + 1, host = excluded.host, pid = excluded.pid, token = excluded.token,
-    since = excluded.since, expires_at = excluded.expires_at
-WHERE l.epoch = %(dead)s::bigint OR l.token IS NULL OR l.expires_at < now()
+    since = excluded.since, expires_at = excluded.expires_at, locked = excluded.locked
+WHERE (l.epoch = %(dead)s::bigint AND l.locked) OR l.token IS NULL OR l.expires_at < now()
 RETURNING epoch, since
 """
 
 RENEW_LEASE = """
-UPDATE quart_sched_lease SET expires_at = now() + %(ttl)s * interval '1 second'
+UPDATE quart_sched_lease
+SET expires_at = now() + %(ttl)s * interval '1 second', locked = %(locked)s
 WHERE name = %(name)s AND epoch = %(epoch)s AND token = %(token)s
 RETURNING true
 """
@@ -131,7 +137,7 @@ RETURNING true
 # Clears the holder but keeps the row, and with it the epoch.
 RELEASE_LEASE = """
 UPDATE quart_sched_lease
-SET host = NULL, pid = NULL, token = NULL, since = NULL, expires_at = NULL
+SET host = NULL, pid = NULL, token = NULL, since = NULL, expires_at = NULL, locked = false
 WHERE name = %(name)s AND epoch = %(epoch)s AND token = %(token)s
 """
 
@@ -307,9 +313,10 @@ class PostgresBackend(Backend):
 
     async def _work(self, work: Callable[[Connection], Awaitable[T]]) -> T:
         conn = await self._lease_connection()
-        result = await work(conn)
-        self._used_at = time.monotonic()
-        return result
+        try:
+            return await work(conn)
+        finally:
+            self._used_at = time.monotonic()
 
     def _explain(self, doing: str, error: BaseException) -> str:
         reason = _scrub(str(error).strip(), self._secrets)
@@ -329,13 +336,16 @@ class PostgresBackend(Backend):
         )
         dead = None  # the epoch whose holder's session is known to be gone
         if row is not None:
-            epoch, host, pid, token, since, live, got_lock = row
+            epoch, host, pid, token, since, live, holder_locked, got_lock = row
             self._locked = self._locked or got_lock
             if live and token == me.token:
                 return Lease(epoch, host, pid, token, utc(since))
-            if live and not self._locked:
-                return None  # its holder's session is alive, or its lease has not expired
-            dead = epoch if self._locked else None
+            if live and not (got_lock and holder_locked):
+                # Its holder's session is alive, or it took the lease by expiry and has not
+                # got the lock yet: the lock proves nothing, and is the holder's to take.
+                await self._unlock(conn)
+                return None
+            dead = epoch if got_lock else None
         elif not self._locked:  # the key's first lease: lead with the lock from the start
             self._locked = await self._try_lock(conn)
         taken = await _fetchone(
@@ -348,6 +358,7 @@ class PostgresBackend(Backend):
                 "token": me.token,
                 "ttl": self.ttl,
                 "dead": dead,
+                "locked": self._locked,
             },
         )
         if taken is None:
@@ -360,12 +371,12 @@ class PostgresBackend(Backend):
         return await self._run("renewing the lease", lambda conn: self._renew(conn, lease))
 
     async def _renew(self, conn: Connection, lease: Lease) -> bool:
-        renewed = await _fetchone(conn, RENEW_LEASE, self._fence(lease, ttl=self.ttl))
-        if renewed is None:
-            await self._unlock(conn)  # let the new leader's session have it
-            return False
         if not self._locked:  # a leader by expiry, or after a reconnect: take it when free
             self._locked = await self._try_lock(conn)
+        params = self._fence(lease, ttl=self.ttl, locked=self._locked)
+        if await _fetchone(conn, RENEW_LEASE, params) is None:
+            await self._unlock(conn)  # let the new leader's session have it
+            return False
         return True
 
     async def release(self, lease: Lease) -> None:
@@ -533,10 +544,19 @@ async def _create_tables(conn: Connection) -> None:
     exist = await _fetchone(conn, TABLES_EXIST, None)
     if exist is not None and exist[0]:
         return
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(%s::bigint)", [_advisory_id("ddl")])
-        for statement in DDL:
-            await conn.execute(statement)
+    from psycopg.errors import InsufficientPrivilege
+
+    try:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s::bigint)", [_advisory_id("ddl")])
+            for statement in DDL:
+                await conn.execute(statement)
+    except InsufficientPrivilege as error:
+        # Unavailable rather than a crash: once an owner creates them, the next call works.
+        raise CoordinationUnavailableError(
+            f"cannot create the tables quart_sched_lease and quart_sched_fires ({error}): "
+            "grant CREATE on the schema to this role, or create them once as its owner"
+        ) from error
 
 
 async def _close_quietly(conn: Connection) -> None:
