@@ -155,6 +155,44 @@ async def test_of_standbys_racing_for_a_free_lease_exactly_one_takes_it(
         lease = winner
 
 
+async def test_a_leader_that_took_the_lease_without_the_lock_is_not_overridden(
+    backends: Callable[..., Awaitable[Any]], admin: Any, key: str
+) -> None:
+    """A lease taken while some other session held the lock (a stopped leader's, not yet
+    ended) proves nothing about its holder once the lock frees: it takes the lock itself."""
+    first_holder, second_holder, standby = await backends(), await backends(), await backends()
+    first = await first_holder.acquire(member("a"))
+    assert first is not None
+    lock_id = await advisory_lock_id(admin, key)
+    await first_holder.release(first)
+    stale = await psycopg.AsyncConnection.connect(POSTGRESQL_URL, autocommit=True)
+    try:
+        await stale.execute("SELECT pg_advisory_lock(%s)", [lock_id])
+        second = await second_holder.acquire(member("b"))  # free, so taken without the lock
+        assert second is not None
+    finally:
+        await stale.close()  # the stale session ends: the lock is free
+    assert await standby.acquire(member("c")) is None
+    assert await second_holder.renew(second)  # and takes the lock on its next renewal
+    assert await standby.acquire(member("c")) is None
+    [pid] = await lock_holders(admin, key)
+    await terminate(admin, pid)
+    third = await eventually(lambda: standby.acquire(member("c")), timeout=3.0)
+    assert third.epoch == second.epoch + 1
+
+
+async def advisory_lock_id(admin: Any, key: str) -> int:
+    """The bigint of the lease's advisory lock, as pg_locks shows it (two 32-bit halves)."""
+    cursor = await admin.execute(
+        "SELECT l.classid, l.objid FROM pg_stat_activity AS a JOIN pg_locks AS l"
+        " ON l.pid = a.pid WHERE a.application_name = %s AND l.locktype = 'advisory'",
+        [f"quart_sched lease {key}"],
+    )
+    [(high, low)] = await cursor.fetchall()
+    unsigned = (int(high) << 32) | int(low)
+    return unsigned - (1 << 64) if unsigned >= 1 << 63 else unsigned
+
+
 async def test_the_lease_goes_over_at_once_when_the_holders_session_is_terminated(
     backends: Callable[..., Awaitable[Any]], admin: Any, key: str
 ) -> None:
@@ -264,6 +302,35 @@ async def test_several_processes_create_the_tables_at_once(admin: Any, key: str)
         for backend in made:
             await backend.close()
         await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+async def test_a_role_that_may_not_create_the_tables_is_told_what_to_do(
+    admin: Any, key: str
+) -> None:
+    """PostgreSQL 15 took CREATE on the public schema from ordinary roles."""
+    from quart_sched._coordination.postgres import PostgresBackend
+
+    schema, role = f"quart_sched_test_{key}", f"quart_sched_test_{key}"
+    await admin.execute(f'CREATE ROLE "{role}" LOGIN')
+    await admin.execute(f'CREATE SCHEMA "{schema}"')
+    await admin.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"')
+    search_path = f"options=-csearch_path%3D{schema}"
+    backend = PostgresBackend(key, url=with_param(POSTGRESQL_URL, f"user={role}&{search_path}"))
+    owner = PostgresBackend(key, url=with_param(POSTGRESQL_URL, search_path))
+    try:
+        with pytest.raises(CoordinationUnavailableError, match="grant CREATE on the schema"):
+            await backend.open()
+        await owner.open()  # an owner creates them once...
+        await admin.execute(
+            f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"'
+        )
+        await backend.open()  # ...and the role uses them, without CREATE and without a restart
+        assert await backend.acquire(member("a")) is not None
+    finally:
+        for each in (backend, owner):
+            await each.close()
+        await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        await admin.execute(f'DROP ROLE "{role}"')
 
 
 async def test_a_listener_whose_session_ends_listens_again_and_wakes_once(
