@@ -35,10 +35,10 @@ from typing import Any
 import httpx
 import pytest
 from apps.harness import DEADLINE, Process, hypercorn
-from coordination_support import POSTGRESQL_URL, REDIS_URL, require_server
 
 from quart_sched._coordination.backend import LEASE_TTL
 
+from coordination_support import POSTGRESQL_URL, REDIS_URL, require_server
 from support import free_port
 
 APPS = Path(__file__).parent / "apps"

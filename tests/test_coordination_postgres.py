@@ -20,10 +20,10 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 import pytest
-from coordination_support import POSTGRESQL_URL, require_server
 
 from quart_sched._coordination.backend import CoordinationUnavailableError, Member
 
+from coordination_support import POSTGRESQL_URL, require_server
 from support import free_port
 
 pytestmark = pytest.mark.timeout(60)
