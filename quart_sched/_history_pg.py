@@ -27,10 +27,8 @@ their ends are recorded as usual.
 
 from __future__ import annotations
 
-import re
 import time
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -47,6 +45,7 @@ from ._history import (
     log_interrupted,
     this_process,
 )
+from ._urls import plain_postgres_url, without_password
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing's from Python 3.11
@@ -60,7 +59,6 @@ STALE_AFTER = 60.0
 #: Seconds a connection attempt may take, unless the URL says otherwise.
 CONNECT_TIMEOUT = 5
 
-_DRIVER = re.compile(r"^(postgres(?:ql)?)\+[^:/]*://", re.IGNORECASE)
 
 _TABLE = "quart_sched_runs"
 _WRITERS = f"{_TABLE}_writers"
@@ -104,24 +102,6 @@ _INTERRUPT = (
 )
 
 
-def plain_url(url: str) -> str:
-    """``url`` as libpq reads it: ``postgresql+psycopg://`` (SQLAlchemy's form) loses the
-    ``+driver``."""
-    return _DRIVER.sub(r"\1://", url, count=1)
-
-
-def url_without_password(url: str) -> str:
-    """``url`` with no password, in the user part or the query, for logs and messages."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostport = netloc.rpartition("@")
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}@{hostport}" if user else hostport
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "password"]
-    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query), parts.fragment))
-
-
 class PostgresRunHistory(BufferedRecorder[Connection]):
     """Records runs in the PostgreSQL database at ``url`` and answers queries about them;
     every process of every host writing there sees the runs of all.
@@ -143,10 +123,10 @@ class PostgresRunHistory(BufferedRecorder[Connection]):
         **options: Unpack[RecorderOptions],
     ) -> None:
         super().__init__(host=host, **options)
-        self.url = plain_url(url)
+        self.url = plain_postgres_url(url)
         self.heartbeat_interval = heartbeat_interval
         self.stale_after = stale_after
-        self._location = url_without_password(url)
+        self._location = without_password(url)
         self._last_beat = 0.0
 
     @property

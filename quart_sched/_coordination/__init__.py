@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 from .._stores import unwrap
+from .._urls import without_password
 from ..errors import ConfigurationError
 from .backend import Backend, coordination_key
 
@@ -54,7 +55,7 @@ class CoordinationPlan:
     @property
     def shown_location(self) -> str:
         """``location`` without a password, for logs and the API."""
-        return hide_password(self.location)
+        return without_password(self.location)
 
 
 def plan_coordination(
@@ -145,15 +146,3 @@ def _describe(alias: str, store: Any) -> str:
         where = f"{kwargs.get('host')}:{kwargs.get('port')}/{kwargs.get('db')}"
         return f"{alias}=redis://{where}#{store.jobs_key}"
     return f"{alias}={type(store).__name__}"
-
-
-def hide_password(url: str) -> str:
-    """``url`` with its password replaced by ``***``; a path as it is."""
-    if "://" not in url:
-        return url
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))

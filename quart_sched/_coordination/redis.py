@@ -38,9 +38,10 @@ import logging
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from .._gate import Fire
+from .._urls import without_password
 from .backend import (
     ACQUIRE_INTERVAL,
     LEASE_TTL,
@@ -208,16 +209,6 @@ def from_micros(value: str | int) -> datetime:
 
 def from_millis(value: str | float) -> datetime:
     return _EPOCH + int(float(value)) * _MILLISECOND  # a sorted set's score may be "1e+12"
-
-
-def without_password(url: str) -> str:
-    """``url`` with its password taken out (from the user part and the query)."""
-    parts = urlsplit(url)
-    netloc = parts.netloc.rpartition("@")[2]
-    if parts.username:
-        netloc = f"{parts.username}@{netloc}"
-    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "password"])
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 class RedisBackend(Backend):
