@@ -16,6 +16,13 @@ fresh() {  # fresh EXTRA: a new venv with only the package and that extra
 fresh sqlalchemy
 "$tmp/sqlalchemy/bin/python" .ci/smoke_sqlalchemy.py
 
+# postgresql, redis: two apps of one deployment coordinate through the server (one leads
+# and runs the job, the other stands by); PostgreSQL also keeps the run history.
+for extra in postgresql redis; do
+  fresh "$extra"
+  "$tmp/$extra/bin/python" .ci/smoke_coordination.py "$extra"
+done
+
 # bench: every scenario, small (about a minute on an idle machine), and no row left out
 # for want of a package (a missing peer shows as "n/a: ... is not installed", not a failure).
 fresh bench
