@@ -211,7 +211,10 @@ class Coordinator(FireGate):
         self.backend.abandon()
 
     async def _run(self) -> None:
-        while True:
+        # Checks _stopping too: a client library may swallow the cancellation that stop()
+        # sends (a socket timeout firing at the same moment turns it into a timeout error,
+        # which _renew takes for an outage), and this loop must end all the same.
+        while not self._stopping:
             if self.lease is not None:
                 await asyncio.sleep(RENEW_INTERVAL)
                 await self._renew()

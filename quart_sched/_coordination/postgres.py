@@ -508,8 +508,11 @@ class PostgresBackend(Backend):
 
     async def _relay_notifications(self, conn: Connection, wake: Callable[[], None]) -> None:
         """Call ``wake()`` per notification until cancelled. After an outage, listen again
-        and wake once: what was sent meanwhile is lost."""
-        while True:
+        and wake once: what was sent meanwhile is lost. Ends once :meth:`close` takes it
+        away, even if a cancellation was swallowed (``wait_for`` may drop one that comes
+        as the connection it waits for is made)."""
+        me = asyncio.current_task()
+        while self._relay is me:
             try:
                 async for _ in conn.notifies():
                     wake()
@@ -522,12 +525,14 @@ class PostgresBackend(Backend):
             wake()
 
     async def _listen_again(self) -> Connection:
-        while True:
+        me = asyncio.current_task()
+        while self._relay is me:
             await asyncio.sleep(RELISTEN_DELAY)
             try:
                 return await self._listening_connection()
             except CoordinationUnavailableError:
                 continue
+        raise asyncio.CancelledError  # closed meanwhile
 
 
 async def _nothing(conn: Connection) -> None:

@@ -288,11 +288,11 @@ class RedisBackend(Backend):
 
     async def close(self) -> None:
         listener, self._listener = self._listener, None
+        pubsub, self._pubsub = self._pubsub, None
         if listener is not None:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await listener
-        pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
             await self._quietly(pubsub.aclose())  # type: ignore[no-untyped-call]
         client, self._redis = self._redis, None
@@ -492,7 +492,10 @@ class RedisBackend(Backend):
         from redis.exceptions import RedisError
 
         cut_off = False
-        while True:
+        # Until close() takes this listener away: a cancellation swallowed by redis-py (a
+        # socket timeout firing at the same moment becomes a TimeoutError) must not keep
+        # it going.
+        while self._pubsub is pubsub:
             try:
                 message = await pubsub.get_message(
                     ignore_subscribe_messages=True, timeout=_LISTEN_POLL
