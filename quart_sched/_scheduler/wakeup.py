@@ -4,6 +4,7 @@ loop for a persistent store), records them, asks the fire gate, and submits the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ logger = logging.getLogger("quart_sched")
 
 #: Most fires one pass submits before it lets the loop run other work (see _submit_fires).
 SUBMIT_SLICE = 50
+#: Most jobs whose fires are claimed in one round trip to the fire ledger (see _dispatch).
+CLAIM_SLICE = 250
 
 
 def on_loop(loop: asyncio.AbstractEventLoop) -> bool:
@@ -114,7 +117,7 @@ class WakeupLoop(AsyncIOScheduler):  # type: ignore[misc]
                 taken = self._take_due(alias, store)
             for removed in taken.removed:
                 events.append(JobEvent(EVENT_JOB_REMOVED, removed, alias))
-            events += await self._submit_fires(alias, await self._admitted(taken.fires))
+            events += await self._dispatch(alias, taken.fires)
             for when in (taken.next_run, taken.retry_at):
                 if when is not None and (next_wakeup is None or when < next_wakeup):
                     next_wakeup = when
@@ -124,6 +127,27 @@ class WakeupLoop(AsyncIOScheduler):  # type: ignore[misc]
             return None
         wait = next_wakeup.timestamp() - datetime.now(self.timezone).timestamp()
         return float(min(max(wait, 0.0), TIMEOUT_MAX))
+
+    async def _dispatch(self, alias: str, fires: list[tuple[Job, list[datetime]]]) -> list[Any]:
+        """Submit the fires the gate admits. A large batch is asked for in slices of
+        :data:`CLAIM_SLICE` jobs, each slice's claim under way while the previous slice is
+        submitted: the first runs start after one small claim, not after the claim of the
+        whole burst, and the claims' round trips overlap the dispatch."""
+        if self.gate is OPEN_GATE or len(fires) <= CLAIM_SLICE:
+            return await self._submit_fires(alias, await self._admitted(fires))
+        slices = [fires[i : i + CLAIM_SLICE] for i in range(0, len(fires), CLAIM_SLICE)]
+        events: list[Any] = []
+        claim = asyncio.ensure_future(self._admitted(slices[0]))
+        for following in [*slices[1:], None]:
+            admitted = await claim
+            if following is not None:
+                claim = asyncio.ensure_future(self._admitted(following))
+            events += await self._submit_fires(alias, admitted)
+            if self.state == STATE_STOPPED:
+                break
+        with contextlib.suppress(Exception):
+            await claim  # stopped meanwhile: the last slice claimed is not started
+        return events
 
     async def _admitted(
         self, fires: list[tuple[Job, list[datetime]]]
