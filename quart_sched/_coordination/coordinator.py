@@ -129,11 +129,20 @@ class Coordinator(FireGate):
                 exc,
             )
             return []
-        self._in_flight.update(granted)
+        if self.rerun_patterns:
+            # Only runs that a next leader may run again need their end marked.
+            self._in_flight.update(fire for fire in granted if self._reruns(fire.job_id))
         refused = len(fires) - len(granted)
         if refused:
             logger.info("%d due run(s) already claimed by another process: not run", refused)
         return granted
+
+    def tracks_runs(self) -> bool:
+        """Whether :meth:`ran` needs to hear of ended runs (SCHEDULER_RERUN_INTERRUPTED)."""
+        return bool(self.rerun_patterns)
+
+    def _reruns(self, job_id: str) -> bool:
+        return any(fnmatch.fnmatchcase(job_id, pattern) for pattern in self.rerun_patterns)
 
     def ran(self, fire: Fire) -> None:
         if fire in self._in_flight:
@@ -296,11 +305,7 @@ class Coordinator(FireGate):
         interrupted; jobs that opted in (``SCHEDULER_RERUN_INTERRUPTED``) run them again."""
         if not self.rerun_patterns:
             return
-        chosen = [
-            job_id
-            for job_id in await self.hooks.job_ids()
-            if any(fnmatch.fnmatchcase(job_id, pattern) for pattern in self.rerun_patterns)
-        ]
+        chosen = [job_id for job_id in await self.hooks.job_ids() if self._reruns(job_id)]
         try:
             fires = await self.backend.unfinished(lease, chosen)
         except (CoordinationUnavailableError, LeaseLostError) as exc:

@@ -37,6 +37,8 @@ from .backend import (
     Lease,
     LeaseLostError,
     Member,
+    from_micros,
+    micros,
 )
 
 try:
@@ -66,8 +68,6 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS listeners (
         token TEXT PRIMARY KEY, address TEXT NOT NULL, seen_at REAL NOT NULL)""",
 )
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_MICROSECOND = timedelta(microseconds=1)
 
 #: Lock files this process holds, closed in a forked child: a lock belongs to the open
 #: file description, which a fork shares, so a child outliving the leader (a fork-started
@@ -82,15 +82,6 @@ def _close_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_close_in_child)
-
-
-def micros(when: datetime) -> int:
-    """``when`` as whole microseconds since the epoch: exact, unlike a float."""
-    return (when - _EPOCH) // _MICROSECOND
-
-
-def from_micros(value: int) -> datetime:
-    return _EPOCH + value * _MICROSECOND
 
 
 def keep_until(fire: Fire, now: float) -> float:

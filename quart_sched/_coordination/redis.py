@@ -50,6 +50,8 @@ from .backend import (
     Lease,
     LeaseLostError,
     Member,
+    from_micros,
+    micros,
     utc,
 )
 
@@ -194,17 +196,8 @@ return 0
 """
 
 
-def micros(when: datetime) -> int:
-    """``when`` as whole microseconds since the epoch: exact, unlike a float."""
-    return (utc(when) - _EPOCH) // _MICROSECOND
-
-
 def millis(when: datetime) -> int:
     return (utc(when) - _EPOCH) // _MILLISECOND
-
-
-def from_micros(value: str | int) -> datetime:
-    return _EPOCH + int(value) * _MICROSECOND
 
 
 def from_millis(value: str | float) -> datetime:

@@ -281,7 +281,7 @@ class Leadership(AsyncIOScheduler):  # type: ignore[misc]
 
     def _dispatch_event(self, event: Any) -> None:
         coordinator = self._coordinator
-        if coordinator is not None and event.code & _RAN:
+        if coordinator is not None and event.code & _RAN and coordinator.tracks_runs():
             coordinator.ran(Fire(event.job_id, event.scheduled_run_time))
         super()._dispatch_event(event)
 
