@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Fire:
     """One scheduled run of a job. ``keep_until``: until when a ledger must remember it
-    (after that, no process could still find it due); not part of its identity."""
+    (after that, no process could still find it due); not part of its identity.
+
+    :meth:`FireGate.admit` answers with the very objects it was given."""
 
     job_id: str
     run_time: datetime
@@ -35,7 +37,8 @@ class FireGate(ABC):
 
     @abstractmethod
     async def admit(self, fires: Sequence[Fire]) -> Collection[Fire]:
-        """The fires of ``fires`` this process may run now; the others are not run."""
+        """The fires of ``fires`` this process may run now (the same objects); the others
+        are not run."""
 
     def ran(self, fire: Fire) -> None:  # noqa: B027  (optional hook)
         """A run that :meth:`admit` let through has ended (whatever its outcome)."""

@@ -155,7 +155,8 @@ class Backend(ABC):
     @abstractmethod
     async def claim(self, lease: Lease, fires: Sequence[Fire]) -> Collection[Fire]:
         """Claim ``fires`` under ``lease`` in one round trip: the ones granted, i.e. those
-        no process claimed before. Nothing is granted unless ``lease``'s epoch is current.
+        no process claimed before (the same objects: callers tell them apart by identity).
+        Nothing is granted unless ``lease``'s epoch is current.
 
         :raises LeaseLostError: if ``lease`` is not current
         :raises CoordinationUnavailableError: if the backend cannot be reached
