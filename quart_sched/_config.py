@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from typing import Any
 
-from ._history import is_postgresql_url
+from ._coordination import check_setting
+from ._urls import is_postgresql_url, url_scheme
 from .errors import ConfigurationError
 
 DEFAULT_API_PREFIX = "/scheduler"
@@ -24,7 +24,6 @@ DEFAULT_JOBSTORE_RETRY_INTERVAL = 10.0
 DEFAULT_API_RUN_TIMEOUT = 30.0
 DEFAULT_API_MIN_INTERVAL = 1.0
 DEFAULT_HISTORY_FILE = "quart_sched.sqlite"
-_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 DEFAULT_HISTORY_KEEP_RUNS = 1000
 DEFAULT_HISTORY_KEEP_DAYS = 30.0
 
@@ -181,32 +180,14 @@ def _history(config: Mapping[str, Any], instance_path: str) -> str | None:
             f"False, got {value!r}"
         )
     location = str(value)
-    scheme = _URL_SCHEME.match(location)
+    scheme = url_scheme(location)
     if scheme and not is_postgresql_url(location):
         # Not a file name anyone means: a URL of a database the history cannot use.
         raise ConfigurationError(
-            f"SCHEDULER_HISTORY {scheme.group(0)!r} URLs are not supported: give a SQLite "
+            f"SCHEDULER_HISTORY {scheme + '://'!r} URLs are not supported: give a SQLite "
             "file path, or a postgresql:// URL"
         )
     return location  # a URL as it is; a path as it is (relative to the working directory)
-
-
-_COORDINATION_SCHEMES = ("postgresql", "postgres", "redis", "rediss", "unix")
-
-
-def _coordination(config: Mapping[str, Any]) -> Any:
-    value = config.get("SCHEDULER_COORDINATION", "auto")
-    if value is False or value is None:
-        return False
-    if isinstance(value, (str, os.PathLike)) and os.fspath(value):
-        text = os.fspath(value)
-        scheme = text.split("://", 1)[0].split("+", 1)[0].lower() if "://" in text else ""
-        if not scheme or scheme in _COORDINATION_SCHEMES:
-            return text
-    raise ConfigurationError(
-        'SCHEDULER_COORDINATION must be "auto", "file", a directory, a postgresql:// or '
-        f"redis:// URL, or False; got {value!r}"
-    )
 
 
 def _limit(config: Mapping[str, Any], key: str, default: float) -> Any:
@@ -312,7 +293,7 @@ def load_config(
         history_keep_days=_limit(config, "SCHEDULER_HISTORY_KEEP_DAYS", DEFAULT_HISTORY_KEEP_DAYS),
         shutdown_timeout=_seconds(config, "SCHEDULER_SHUTDOWN_TIMEOUT", DEFAULT_SHUTDOWN_TIMEOUT),
         jobstore_retry_interval=retry,
-        coordination=_coordination(config),
+        coordination=check_setting(config.get("SCHEDULER_COORDINATION", "auto")),
         rerun_interrupted=tuple(rerun),
         host_name=None if host_name is None else host_name.strip().lower(),
         scheduler_options=options,

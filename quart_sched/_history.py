@@ -19,7 +19,6 @@ import contextlib
 import itertools
 import logging
 import os
-import re
 import sqlite3
 import threading
 import time
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, NamedTuple, TypedDict,
 
 import aiosqlite
 
+from ._urls import is_postgresql_url
 from .errors import ConfigurationError, HistoryUnavailableError
 
 if TYPE_CHECKING:
@@ -1156,13 +1156,6 @@ class RunHistory(BufferedRecorder[aiosqlite.Connection]):
 
 #: What SCHEDULER_HISTORY names a PostgreSQL database by: postgresql://, postgres://, and
 #: SQLAlchemy's postgresql+psycopg:// (any +driver).
-_POSTGRESQL_URL = re.compile(r"^postgres(ql)?(\+[^:/]*)?://", re.IGNORECASE)
-
-
-def is_postgresql_url(location: str) -> bool:
-    return _POSTGRESQL_URL.match(location) is not None
-
-
 def make_recorder(
     location: str, *, keep_runs: int | None, keep_days: float | None, host: str
 ) -> RunRecorder:

@@ -6,6 +6,19 @@ import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 _DRIVER = re.compile(r"^(postgres(?:ql)?)\+[^:/]*://", re.IGNORECASE)
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+POSTGRESQL_SCHEMES = ("postgresql", "postgres")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def url_scheme(value: str) -> str:
+    """The scheme of a URL, lower-cased, SQLAlchemy's ``+driver`` dropped; "" for a path."""
+    match = _SCHEME.match(value)
+    return match.group(1).split("+", 1)[0].lower() if match else ""
+
+
+def is_postgresql_url(value: str) -> bool:
+    return url_scheme(value) in POSTGRESQL_SCHEMES
 
 
 def plain_postgres_url(url: str) -> str:

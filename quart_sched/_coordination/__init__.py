@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .._stores import unwrap
-from .._urls import without_password
+from .._urls import POSTGRESQL_SCHEMES, REDIS_SCHEMES, url_scheme, without_password
 from ..errors import ConfigurationError
 from .backend import Backend, coordination_key
 
@@ -22,9 +22,6 @@ OFF = "off"
 FILE = "file"
 POSTGRESQL = "postgresql"
 REDIS = "redis"
-
-_POSTGRES_SCHEMES = ("postgresql", "postgres")
-_REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 @dataclass(frozen=True)
@@ -58,6 +55,24 @@ class CoordinationPlan:
         return without_password(self.location)
 
 
+def check_setting(setting: Any) -> str | bool:
+    """``SCHEDULER_COORDINATION`` as a string, or False when off.
+
+    :raises ConfigurationError: for a value it does not understand
+    """
+    if setting is False or setting is None:
+        return False
+    if isinstance(setting, (str, os.PathLike)) and os.fspath(setting):
+        value = os.fspath(setting)
+        scheme = url_scheme(value)
+        if not scheme or scheme in POSTGRESQL_SCHEMES + REDIS_SCHEMES:
+            return value
+    raise ConfigurationError(
+        'SCHEDULER_COORDINATION must be "auto", "file", a directory, a postgresql:// or '
+        f"redis:// URL, or False; got {setting!r}"
+    )
+
+
 def plan_coordination(
     setting: Any, *, app_name: str, instance_path: str, stores: dict[str, Any]
 ) -> CoordinationPlan:
@@ -66,35 +81,20 @@ def plan_coordination(
     :raises ConfigurationError: for a value it does not understand
     """
     key = coordination_key(app_name, *sorted(_describe(a, s) for a, s in stores.items()))
-    if setting is False or setting is None:
+    value = check_setting(setting)
+    if value is False:
         return CoordinationPlan(OFF, instance_path, key)
-    if not isinstance(setting, (str, os.PathLike)):
-        raise ConfigurationError(
-            f"SCHEDULER_COORDINATION must be 'auto', 'file', a directory, a postgresql:// or "
-            f"redis:// URL, or False; got {setting!r}"
-        )
-    value = os.fspath(setting)
+    assert isinstance(value, str)
     if value == "auto":
         return _auto(stores.get("default"), key, instance_path)
     if value == FILE:
         return CoordinationPlan(FILE, instance_path, key)
-    scheme = _scheme(value)
-    if scheme in _POSTGRES_SCHEMES:
+    scheme = url_scheme(value)
+    if scheme in POSTGRESQL_SCHEMES:
         return CoordinationPlan(POSTGRESQL, value, key)
-    if scheme in _REDIS_SCHEMES:
+    if scheme in REDIS_SCHEMES:
         return CoordinationPlan(REDIS, value, key)
-    if scheme:
-        raise ConfigurationError(
-            f"SCHEDULER_COORDINATION: unknown URL scheme {scheme!r} (postgresql://, redis://)"
-        )
     return CoordinationPlan(FILE, os.path.abspath(value), key)
-
-
-def _scheme(value: str) -> str:
-    """The scheme of a URL, ``+driver`` dropped; "" for a path."""
-    if "://" not in value:
-        return ""
-    return value.split("://", 1)[0].split("+", 1)[0].lower()
 
 
 def _auto(store: Any, key: str, instance_path: str) -> CoordinationPlan:
