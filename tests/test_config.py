@@ -139,6 +139,11 @@ def test_jobstores_config(app: Quart) -> None:
         ("SCHEDULER_ALLOWED_HOSTS", "web1", "must be a list"),
         ("SCHEDULER_TIMEZONE", "Mars/Olympus", "invalid scheduler configuration"),
         ("SCHEDULER_EXECUTORS", [1], "SCHEDULER_EXECUTORS must be a dict"),
+        ("SCHEDULER_COORDINATION", "mysql://db/x", "SCHEDULER_COORDINATION must be"),
+        ("SCHEDULER_COORDINATION", 42, "SCHEDULER_COORDINATION must be"),
+        ("SCHEDULER_COORDINATION", "", "SCHEDULER_COORDINATION must be"),
+        ("SCHEDULER_RERUN_INTERRUPTED", "billing-*", "SCHEDULER_RERUN_INTERRUPTED must be"),
+        ("SCHEDULER_HOST_NAME", " ", "SCHEDULER_HOST_NAME must be"),
     ],
 )
 def test_bad_config_is_a_clear_error(app: Quart, key: str, value: Any, match: str) -> None:
