@@ -488,6 +488,19 @@ def history_supported() -> bool:
     return "SCHEDULER_HISTORY" in _config.KEYS
 
 
+def fresh_instance_path() -> str:
+    """A new, empty instance folder for one measurement's Quart app, removed at exit.
+
+    quart_sched keeps its coordination ledger in the instance folder by default: with the
+    bench's own folder, the ledger would grow with every run (the bench's jobs keep their
+    fires for 7 days), and each run would measure a different file. Every run starts as
+    on a fresh install instead.
+    """
+    path = tempfile.mkdtemp(prefix="bench-instance-")
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
 def quart_sched_config(history: str | None = None) -> dict[str, Any]:
     """App config for a quart_sched row: history off unless ``history`` (a SQLite path).
 

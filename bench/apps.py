@@ -11,7 +11,7 @@ from functools import partial
 from typing import Any
 
 from bench import jobs
-from bench._util import NONE, QS, QS_HISTORY, QT, RAW, quart_sched_config
+from bench._util import NONE, QS, QS_HISTORY, QT, RAW, fresh_instance_path, quart_sched_config
 
 API_JOB_FUNC = "bench.jobs:noop"
 OUTAGE_FUNC = "bench.jobs:outage_fire"
@@ -43,7 +43,7 @@ def steady_app(params: dict[str, Any] | None = None) -> Any:
     base = time.time() + p.get("start_in", 2.0)
     anchors = [base + (0.0 if p["aligned"] else i * period / n) for i in range(n)]
 
-    app = Quart("bench.steady")
+    app = Quart("bench.steady", instance_path=fresh_instance_path())
 
     @app.get("/ping")
     async def ping() -> dict[str, Any]:
@@ -148,7 +148,7 @@ def quart_api_app(params: dict[str, Any] | None = None) -> Any:
     from quart_sched import APScheduler
 
     p = _params(params)
-    app = Quart("bench.api")
+    app = Quart("bench.api", instance_path=fresh_instance_path())
     app.config.update(quart_sched_config())
     app.config.update(SCHEDULER_API_ENABLED=True, SCHEDULER_TIMEZONE="UTC")
     scheduler = APScheduler(app=app)
@@ -192,7 +192,7 @@ def outage_app(params: dict[str, Any] | None = None) -> Any:
     variant, n, period = p["variant"], p["jobs"], p["period"]
     base = time.time() + p.get("start_in", 1.0)
     lags: list[tuple[float, float, float]] = []
-    app = Quart("bench.store_outage")
+    app = Quart("bench.store_outage", instance_path=fresh_instance_path())
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -298,7 +298,7 @@ def failover_app(params: dict[str, Any] | None = None) -> Any:
     from quart_sched import APScheduler, signals
 
     p = _params(params)
-    app = Quart(p["app_name"])
+    app = Quart(p["app_name"], instance_path=fresh_instance_path())
     app.config.update(quart_sched_config())  # history off: the coordination alone
     app.config.update(SCHEDULER_TIMEZONE="UTC", SCHEDULER_COORDINATION=p["coordination"])
     scheduler = APScheduler(app=app)

@@ -27,6 +27,7 @@ from bench._util import (
     NotAvailable,
     Ratio,
     Scenario,
+    fresh_instance_path,
     interleaved,
     percentile,
     quart_sched_config,
@@ -252,7 +253,7 @@ async def _on_loop(
 
     from quart import Quart
 
-    app = Quart(__name__)
+    app = Quart(__name__, instance_path=fresh_instance_path())
     if impl in (QS, QS_HISTORY):
         import tempfile
 

@@ -23,6 +23,7 @@ from bench._util import (
     Ratio,
     Scenario,
     Target,
+    fresh_instance_path,
     interleaved,
     percentile,
     quart_sched_config,
@@ -156,7 +157,7 @@ async def _measure(
 
         from quart_sched import APScheduler
 
-        app = Quart(__name__)
+        app = Quart(__name__, instance_path=fresh_instance_path())
         app.config.update(quart_sched_config())
         if executors:  # a diagnostic (python -m bench --profile loop-gil)
             app.config["SCHEDULER_EXECUTORS"] = executors
@@ -179,7 +180,7 @@ async def _measure(
             async def get(self, key: str, default: datetime) -> datetime:
                 return await super().get(key, first_due[key] - timedelta(seconds=PERIOD))
 
-        app = Quart(__name__)
+        app = Quart(__name__, instance_path=fresh_instance_path())
         tasks = QuartTasks(app, store=FirstDue(), tzinfo=timezone.utc)
         for name in first_due:
             tasks.add_periodic_task(partial(func, BLOCK), timedelta(seconds=PERIOD), name=name)

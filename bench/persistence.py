@@ -28,6 +28,7 @@ from bench._util import (
     Column,
     Ratio,
     Scenario,
+    fresh_instance_path,
     interleaved,
     quart_sched_config,
     rss_bytes,
@@ -132,7 +133,7 @@ async def _store_ops(impl: str, n: int, url: str) -> dict[str, float]:
         from quart_sched import APScheduler
 
         def make(jobs_config: list[dict[str, Any]] | None = None) -> Any:
-            app = Quart(__name__)
+            app = Quart(__name__, instance_path=fresh_instance_path())
             app.config.update(quart_sched_config())
             app.config.update(
                 SCHEDULER_TIMEZONE="UTC",
@@ -238,7 +239,7 @@ def memory(params: dict[str, Any]) -> dict[str, float]:
 
         from quart_sched import APScheduler
 
-        app = Quart(__name__)
+        app = Quart(__name__, instance_path=fresh_instance_path())
         app.config.update(quart_sched_config(), SCHEDULER_TIMEZONE="UTC")
         ext = APScheduler(app=app)
         ext.start()

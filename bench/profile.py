@@ -18,7 +18,15 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from bench import burst, jobs, loop_health
-from bench._util import QS, QS_HISTORY, RAW, median, quart_sched_config, run_child
+from bench._util import (
+    QS,
+    QS_HISTORY,
+    RAW,
+    fresh_instance_path,
+    median,
+    quart_sched_config,
+    run_child,
+)
 
 
 def _print(profile: cProfile.Profile, title: str, limit: int = 25) -> None:
@@ -46,7 +54,7 @@ def _burst(impl: str, kind: str, n: int = 5000) -> None:
     jobs.BURST = jobs.Burst(n)
     t0 = datetime.now(timezone.utc) + timedelta(seconds=10)
     try:
-        asyncio.run(burst._on_loop(impl, kind, n, t0))
+        asyncio.run(burst._on_loop(impl, kind, n, t0, {}))
     finally:
         burst._wait_done = original  # type: ignore[assignment]
     _print(profile, f"burst of {n} {kind} jobs, {impl}: dispatch only")
@@ -58,7 +66,7 @@ def _declare(n: int = 5000) -> None:
 
     from quart_sched import APScheduler
 
-    app = Quart(__name__)
+    app = Quart(__name__, instance_path=fresh_instance_path())
     app.config.update(quart_sched_config())
     scheduler = APScheduler(app=app)
     run_date = datetime.now(timezone.utc) + timedelta(hours=1)
@@ -141,7 +149,7 @@ def _redeclare(n: int = 1000) -> None:
 
     async def main(url: str) -> None:
         def make() -> APScheduler:
-            app = Quart(__name__)
+            app = Quart(__name__, instance_path=fresh_instance_path())
             app.config.update(quart_sched_config())
             app.config.update(
                 SCHEDULER_TIMEZONE="UTC",

@@ -33,6 +33,7 @@ from bench._util import (
     Ratio,
     Scenario,
     Target,
+    fresh_instance_path,
     interleaved,
     percentile,
     quart_sched_config,
@@ -245,7 +246,7 @@ async def _measure(
 
         from quart_sched import APScheduler
 
-        app = Quart(__name__)
+        app = Quart(__name__, instance_path=fresh_instance_path())
         app.config.update(quart_sched_config(f"{tmp}/history.sqlite"))
         app.config.update(SCHEDULER_TIMEZONE="UTC")
         if stores:
