@@ -4,18 +4,44 @@ from __future__ import annotations
 
 import uuid
 from contextvars import ContextVar
-from dataclasses import dataclass
 from datetime import datetime
 
 
-@dataclass(frozen=True)
 class RunInfo:
     """The run under way: its job, the time it was scheduled for, and its run id (the
-    run history's, or a random one when history is off)."""
+    run history's, or a random one when history is off, made when first asked for)."""
 
-    job_id: str
-    scheduled_run_time: datetime
-    run_id: str
+    __slots__ = ("_run_id", "job_id", "scheduled_run_time")
+
+    def __init__(self, job_id: str, scheduled_run_time: datetime, run_id: str | None) -> None:
+        self.job_id = job_id
+        self.scheduled_run_time = scheduled_run_time
+        self._run_id = run_id
+
+    @property
+    def run_id(self) -> str:
+        # Random ids cost a system call each: most runs never ask for theirs.
+        if self._run_id is None:
+            self._run_id = uuid.uuid4().hex
+        return self._run_id
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RunInfo):
+            return NotImplemented
+        return (self.job_id, self.scheduled_run_time, self.run_id) == (
+            other.job_id,
+            other.scheduled_run_time,
+            other.run_id,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.job_id, self.scheduled_run_time, self.run_id))
+
+    def __repr__(self) -> str:
+        return (
+            f"RunInfo(job_id={self.job_id!r}, scheduled_run_time={self.scheduled_run_time!r}, "
+            f"run_id={self.run_id!r})"
+        )
 
 
 _run: ContextVar[RunInfo] = ContextVar("quart_sched.current_run")
@@ -23,7 +49,7 @@ _run: ContextVar[RunInfo] = ContextVar("quart_sched.current_run")
 
 def set_current_run(job_id: str, scheduled_run_time: datetime, run_id: str | None) -> None:
     """Called by the executor in the run's own context, before the job's code."""
-    _run.set(RunInfo(job_id, scheduled_run_time, run_id or uuid.uuid4().hex))
+    _run.set(RunInfo(job_id, scheduled_run_time, run_id))
 
 
 class CurrentRun:

@@ -17,13 +17,16 @@ Memory stores are not wrapped: they never block.
 
 from __future__ import annotations
 
+import bisect
 import concurrent.futures
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from apscheduler.job import Job
 from apscheduler.jobstores.base import BaseJobStore
 from apscheduler.jobstores.memory import MemoryJobStore
+from apscheduler.util import datetime_to_utc_timestamp
 
 from .errors import JobStoreUnavailableError
 
@@ -165,3 +168,69 @@ def store_error(exc: Exception) -> Exception:
             f"the job store cannot be reached ({type(cause).__name__}); try again later"
         )
     return exc
+
+
+class DueWrites:
+    """The writes one wake-up pass makes to the due jobs it took from one store: each
+    one removed (no next run) or updated (its next run time).
+
+    A store gets each write at once, except APScheduler's own memory store, which gets
+    them together when the pass is flushed (:meth:`flush`), before any of the runs starts. Its
+    due jobs are the head of its sorted list: one slice takes them all out and the ones
+    with a next run go back in order, where ``remove_job``/``update_job`` would search
+    the list for each job (a binary search in Python, costing more than the dispatch of
+    the run itself in a burst).
+    """
+
+    __slots__ = ("_due", "_removed", "_store", "_updated")
+
+    def __init__(self, store: Any, due: int) -> None:
+        self._store = store
+        #: How many jobs at the head of a memory store's list the pass took (None: write
+        #: through).
+        self._due = due if type(store) is MemoryJobStore else None
+        self._removed: list[str] = []
+        self._updated: list[Job] = []
+
+    def remove(self, job_id: str) -> None:
+        if self._due is None:
+            self._store.remove_job(job_id)
+        else:
+            self._removed.append(job_id)
+
+    def update(self, job: Job) -> None:
+        if self._due is None:
+            self._store.update_job(job)
+        else:
+            self._updated.append(job)
+
+    def flush(self) -> None:
+        """Apply the held writes (a memory store's) to the store."""
+        if self._due is None or not (self._removed or self._updated):
+            return
+        store, removed, updated = self._store, self._removed, self._updated
+        self._removed, self._updated = [], []
+        jobs: list[tuple[Job, float | None]] = store._jobs
+        index: dict[str, tuple[Job, float | None]] = store._jobs_index
+        changed = set(removed)
+        changed.update(job.id for job in updated)
+        entries = [entry for entry in jobs[: self._due] if entry[0].id not in changed]
+        del jobs[: self._due]
+        for job_id in removed:
+            del index[job_id]
+        for job in updated:
+            entry = (job, datetime_to_utc_timestamp(job.next_run_time))
+            index[job.id] = entry
+            entries.append(entry)
+        if len(entries) * 16 < len(jobs):
+            for entry in entries:
+                bisect.insort(jobs, entry, key=_memory_order)
+        else:
+            jobs.extend(entries)
+            jobs.sort(key=_memory_order)
+
+
+def _memory_order(entry: tuple[Job, float | None]) -> tuple[float, str]:
+    """The order of a memory store's list (as its ``_get_job_index`` searches it)."""
+    timestamp = entry[1]
+    return (float("inf") if timestamp is None else timestamp, entry[0].id)

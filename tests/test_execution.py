@@ -8,7 +8,16 @@ import time
 from typing import Any
 
 import pytest
-from quart import Quart, current_app, g, request
+from quart import (
+    Quart,
+    copy_current_app_context,
+    current_app,
+    g,
+    request,
+    url_for,
+)
+from quart.ctx import AppContext
+from quart.globals import _cv_app
 
 from quart_sched import APScheduler, JobLookupError, SchedulerNotRunningError
 from quart_sched.errors import MaxInstancesReachedError
@@ -336,3 +345,63 @@ async def test_app_context_signals_and_teardowns_run_when_registered(
             count = len(ran)
             await wait_until(lambda: len(ran) >= count + 2 and len(popped) >= 2)
     assert set(pushed) == {app.name} and set(popped) == {app.name}
+
+
+@pytest.mark.parametrize("kind", ["async", "plain"])
+async def test_a_run_app_context_is_a_whole_one(kind: str) -> None:
+    """url_for with SERVER_NAME, g, copy_current_app_context: as in Quart's own context."""
+    app = Quart("whole_context")
+    app.config.update(
+        SERVER_NAME="jobs.example", SCHEDULER_HISTORY=False, SCHEDULER_COORDINATION=False
+    )
+    scheduler = APScheduler(app=app)
+    seen: list[tuple[str, str, str]] = []
+
+    @app.get("/report/<int:number>")
+    async def report(number: int) -> str:
+        return str(number)
+
+    def record() -> None:
+        g.setdefault("tag", kind)
+
+        @copy_current_app_context
+        async def copied() -> str:
+            return str(g.tag)
+
+        seen.append((url_for("report", number=7, _external=True), g.tag, copied.__name__))
+
+    async def coroutine() -> None:
+        record()
+
+    scheduler.add_job("whole", coroutine if kind == "async" else record, trigger="date")
+    scheduler.start()
+    async with app.test_app():
+        await wait_until(lambda: len(seen) == 1)
+    assert seen == [("http://jobs.example/report/7", kind, "copied")]
+
+
+async def test_an_app_class_with_its_own_app_context_gets_it_for_runs() -> None:
+    class MyContext(AppContext):
+        pass
+
+    class MyQuart(Quart):
+        def app_context(self) -> AppContext:
+            return MyContext(self)
+
+    app = MyQuart("own_context")
+    app.config.update(SCHEDULER_HISTORY=False, SCHEDULER_COORDINATION=False)
+    scheduler = APScheduler(app=app)
+    seen: list[str] = []
+
+    async def coroutine() -> None:
+        seen.append(type(_cv_app.get()).__name__)
+
+    def plain() -> None:
+        seen.append(type(_cv_app.get()).__name__)
+
+    scheduler.add_job("a", coroutine, trigger="date")
+    scheduler.add_job("p", plain, trigger="date")
+    scheduler.start()
+    async with app.test_app():
+        await wait_until(lambda: len(seen) == 2)
+    assert seen == ["MyContext", "MyContext"]

@@ -195,6 +195,33 @@ def _scheduler() -> AsyncIOScheduler:
     return AsyncIOScheduler()
 
 
+def _memory_store_layout() -> str | None:
+    """DueWrites rewrites a MemoryJobStore's head: ``_jobs`` must be its list of
+    ``(job, timestamp)`` sorted by (timestamp, id), ``_jobs_index`` its id -> entry."""
+    scheduler = AsyncIOScheduler(timezone=timezone.utc)
+    store = MemoryJobStore()
+    store.start(scheduler, "default")
+    late = datetime(2031, 1, 1, tzinfo=timezone.utc)
+    early = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    for job_id, when in (("b", late), ("a", late), ("c", early)):
+        job = Job(scheduler, id=job_id, func=print, args=(), kwargs={}, next_run_time=when)
+        job._jobstore_alias = "default"
+        store.add_job(job)
+    jobs = getattr(store, "_jobs", None)
+    index = getattr(store, "_jobs_index", None)
+    if not isinstance(jobs, list) or not isinstance(index, dict):
+        return "MemoryJobStore no longer keeps _jobs (list) and _jobs_index (dict)"
+    if [(job.id, stamp) for job, stamp in jobs] != [
+        ("c", early.timestamp()),
+        ("a", late.timestamp()),
+        ("b", late.timestamp()),
+    ]:
+        return f"MemoryJobStore._jobs is not sorted (timestamp, id) entries: {jobs!r}"
+    if {key: entry[0].id for key, entry in index.items()} != {"a": "a", "b": "b", "c": "c"}:
+        return f"MemoryJobStore._jobs_index is not id -> (job, timestamp): {index!r}"
+    return None
+
+
 #: name -> check returning None when the internal is there with the shape the code needs.
 INTERNALS: dict[str, Callable[[], str | None]] = {
     # BaseScheduler / AsyncIOScheduler methods overridden or called by QuartScheduler
@@ -244,6 +271,9 @@ INTERNALS: dict[str, Callable[[], str | None]] = {
     # each job through _reconstitute_job, which keep_unloadable wraps
     "_alias": _attribute(_started_store, "started MemoryJobStore", "_alias", str),
     "_reconstitute_job": _method(SQLAlchemyJobStore, "_reconstitute_job", ["job_state"]),
+    # the memory store's sorted list and index, which DueWrites rewrites at once
+    "_jobs": _memory_store_layout,
+    "_jobs_index": _memory_store_layout,
     "Job.__getstate__": _job_state,
     # Quart and aiosqlite
     "_cv_app": _cv_app,

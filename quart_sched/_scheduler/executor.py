@@ -7,6 +7,7 @@ import asyncio
 import contextvars
 import inspect
 import logging
+import sys
 import time
 import traceback
 from contextlib import AbstractAsyncContextManager, nullcontext
@@ -26,6 +27,8 @@ from apscheduler.executors.base import BaseExecutor, MaxInstancesReachedError
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.job import Job
 from apscheduler.util import iscoroutinefunction_partial
+from quart import Quart
+from quart.ctx import AppContext
 from quart.signals import appcontext_popped, appcontext_pushed, appcontext_tearing_down
 
 try:  # the variable behind current_app; without it, every run takes Quart's full push
@@ -42,10 +45,6 @@ from ..errors import (
 )
 
 if TYPE_CHECKING:
-    from quart import Quart
-
-
-if TYPE_CHECKING:
     from .scheduler import QuartScheduler
 
 from .reporting import CANCEL_GRACE
@@ -54,6 +53,7 @@ from .workers import Workers
 logger = logging.getLogger("quart_sched")
 
 DEFAULT_MAX_WORKERS = 10
+_NO_EVENTS: list[JobExecutionEvent] = []  # never appended to
 
 
 @dataclass
@@ -143,7 +143,7 @@ class QuartExecutor(BaseExecutor):  # type: ignore[misc]
         return grace is not None and time.time() - run_time.timestamp() > grace
 
     # The plain-function path. No task, no await: the run is handed to a pool thread,
-    # which pushes the app context itself (in a copy of the loop's context, as Quart's
+    # which sets the app context itself (in a copy of the loop's context, as Quart's
     # run_sync does), calls the function and hands the run back; the loop then records
     # and reports it, for all the runs that came back meanwhile in one callback. Taken
     # when nothing needs the loop during the run: one run time, no misfire to report, and
@@ -172,9 +172,10 @@ class QuartExecutor(BaseExecutor):  # type: ignore[misc]
             logger.debug("Running job %r (scheduled at %s)", job.id, run_time)
         if history is not None:
             run.run_id = history.started(job.id, run_time)
+        context = contextvars.copy_context()
         try:
-            task = contextvars.copy_context().run(
-                _create_job_task, batch.loop, app, job, run_time, run.run_id
+            task = context.run(
+                _create_job_task, batch.loop, context, app, job, run_time, run.run_id
             )
         except Exception as exc:  # calling the function failed (its arguments, say)
             run.error = exc
@@ -250,11 +251,14 @@ class QuartExecutor(BaseExecutor):  # type: ignore[misc]
             batch.tasks.add(task)
             task.add_done_callback(batch.tasks.discard)
         else:
-            self._run_job_success(run.job.id, [self._plain_outcome(run)[0]])
+            event = self._plain_outcome(run, self._scheduler.listened())[0]
+            self._run_job_success(run.job.id, _NO_EVENTS if event is None else [event])
 
-    def _plain_outcome(self, run: PlainRun) -> tuple[JobExecutionEvent, tuple[Any, ...] | None]:
-        """Log and record a finished plain run (no signals): its event for the listeners,
-        and its history row (None: not recorded)."""
+    def _plain_outcome(
+        self, run: PlainRun, listened: bool = True
+    ) -> tuple[JobExecutionEvent | None, tuple[Any, ...] | None]:
+        """Log and record a finished plain run (no signals): its event for the listeners
+        (None when nothing listens), and its history row (None: not recorded)."""
         job, run_time = run.job, run.run_time
         history = self._scheduler.history
         recorded = history is not None and run.run_id is not None
@@ -263,6 +267,8 @@ class QuartExecutor(BaseExecutor):  # type: ignore[misc]
             if _debug():
                 logger.debug("Job %r (scheduled at %s) executed", job.id, run_time)
             row = history.finished(run.run_id, "success") if recorded else None
+            if not listened:
+                return None, row
             return JobExecutionEvent(
                 EVENT_JOB_EXECUTED, job.id, job._jobstore_alias, run_time, retval=run.retval
             ), row
@@ -273,6 +279,8 @@ class QuartExecutor(BaseExecutor):  # type: ignore[misc]
             if recorded
             else None
         )
+        if not listened:
+            return None, row
         return JobExecutionEvent(
             EVENT_JOB_ERROR,
             job.id,
@@ -314,7 +322,8 @@ class QuartExecutor(BaseExecutor):  # type: ignore[misc]
             event, row = self._plain_outcome(run)
             if row is not None and signals.run_finished.receivers:
                 await scheduler.report(signals.run_finished, job.id, run_time, run=run_record(row))
-            events.append(event)
+            if event is not None:
+                events.append(event)
         finally:
             self._run_job_success(job.id, events)
 
@@ -522,24 +531,62 @@ class PlainRun:
 
 def _create_job_task(
     loop: asyncio.AbstractEventLoop,
+    context: contextvars.Context,
     app: Quart | None,
     job: Job,
     run_time: datetime,
     run_id: str | None,
 ) -> Any:
-    # In a copy of the loop's context, which the task takes over: the run's app context
-    # lives and dies with that task.
+    # In the run's own context, which the task takes over: the run's app context lives
+    # and dies with that task.
     set_current_run(job.id, run_time, run_id)
     if app is not None:
-        _cv_app.set(app.app_context())
-    return loop.create_task(job.func(*job.args, **job.kwargs))
+        _cv_app.set(fresh_app_context(app))
+    coroutine = job.func(*job.args, **job.kwargs)
+    if _TASK_CONTEXT:  # the task runs in this context itself, not in a copy of it
+        return loop.create_task(coroutine, context=context)
+    return loop.create_task(coroutine)  # pragma: no cover - Python 3.10
+
+
+#: Whether ``create_task`` takes a context (Python 3.11).
+_TASK_CONTEXT = sys.version_info >= (3, 11)
+
+
+class RunAppContext(AppContext):
+    """A run's fresh app context: Quart's own class, whose ``g``, URL adapter and token
+    list are made when first used (most runs use none of them, and a burst of thousands
+    of runs would make them all: garbage the collector then pauses the loop for)."""
+
+    def __init__(self, app: Quart) -> None:  # no super().__init__(): see __getattr__
+        self.app = app
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for attributes not set yet.
+        if name == "g":
+            value: Any = self.app.app_ctx_globals_class()
+        elif name == "url_adapter":
+            value = self.app.create_url_adapter(None)
+        elif name == "_cv_tokens":
+            value = []
+        else:
+            raise AttributeError(name)
+        setattr(self, name, value)
+        return value
+
+
+def fresh_app_context(app: Quart) -> AppContext:
+    """A new app context for one run: ``app.app_context()``, made lazily unless the app
+    class makes its own kind."""
+    if type(app).app_context is Quart.app_context:
+        return RunAppContext(app)
+    return app.app_context()
 
 
 def _call_in_app(app: Quart | None, job: Job) -> Any:
-    # In the run's own copy of the loop's context: the app context set here is gone with
-    # it, as Quart's pop would leave it (no teardown functions or signals: see _quiet).
+    # In the run's own context: the app context set here is gone with it, as Quart's pop
+    # would leave it (no teardown functions or signals: see _quiet).
     if app is not None:
-        _cv_app.set(app.app_context())
+        _cv_app.set(fresh_app_context(app))
     return job.func(*job.args, **job.kwargs)
 
 
@@ -572,7 +619,7 @@ class _QuietAppContext:
     __slots__ = ("context", "token")
 
     def __init__(self, app: Quart) -> None:
-        self.context = app.app_context()
+        self.context = fresh_app_context(app)
 
     async def __aenter__(self) -> Any:
         self.token = _cv_app.set(self.context)

@@ -279,6 +279,12 @@ class Leadership(AsyncIOScheduler):  # type: ignore[misc]
         self._leadership_tasks.add(task)
         task.add_done_callback(self._leadership_tasks.discard)
 
+    def listened(self) -> bool:
+        """Whether anything hears the job events (a listener, or the coordinator tracking
+        runs): a burst builds none when nothing does."""
+        coordinator = self._coordinator
+        return bool(self._listeners) or (coordinator is not None and coordinator.tracks_runs())
+
     def _dispatch_event(self, event: Any) -> None:
         coordinator = self._coordinator
         if coordinator is not None and event.code & _RAN and coordinator.tracks_runs():

@@ -31,7 +31,7 @@ from apscheduler.triggers.base import BaseTrigger
 
 from .. import signals
 from .._gate import OPEN_GATE, Fire, FireGate
-from .._stores import is_persistent
+from .._stores import DueWrites, is_persistent
 from .unloadable import UnloadableJob
 
 logger = logging.getLogger("quart_sched")
@@ -115,8 +115,10 @@ class WakeupLoop(AsyncIOScheduler):  # type: ignore[misc]
                 taken = await asyncio.to_thread(self._take_due, alias, store)
             else:
                 taken = self._take_due(alias, store)
-            for removed in taken.removed:
-                events.append(JobEvent(EVENT_JOB_REMOVED, removed, alias))
+            if self.listened():
+                events += [
+                    JobEvent(EVENT_JOB_REMOVED, removed, alias) for removed in taken.removed
+                ]
             events += await self._dispatch(alias, taken.fires)
             for when in (taken.next_run, taken.retry_at):
                 if when is not None and (next_wakeup is None or when < next_wakeup):
@@ -194,12 +196,16 @@ class WakeupLoop(AsyncIOScheduler):  # type: ignore[misc]
                 now = datetime.now(self.timezone)
                 due_jobs = store.get_due_jobs(now)
                 now = datetime.now(self.timezone)
-                for job in due_jobs:
-                    if isinstance(job, UnloadableJob):
-                        self._report_unloadable(job)
-                        taken.blocked = True
-                        continue
-                    self._take_one(alias, store, job, now, taken)
+                writes = DueWrites(store, len(due_jobs))
+                try:
+                    for job in due_jobs:
+                        if isinstance(job, UnloadableJob):
+                            self._report_unloadable(job)
+                            taken.blocked = True
+                            continue
+                        self._take_one(writes, job, now, taken)
+                finally:
+                    writes.flush()  # before any of the runs starts
                 taken.next_run = self._store_next_run(store, now, taken.blocked)
             except Exception as exc:
                 taken.retry_at = self._store_failed(alias, exc, datetime.now(self.timezone))
@@ -207,14 +213,14 @@ class WakeupLoop(AsyncIOScheduler):  # type: ignore[misc]
         self._store_ok(alias)
         return taken
 
-    def _take_one(self, alias: str, store: Any, job: Job, now: datetime, taken: _Taken) -> None:
+    def _take_one(self, writes: DueWrites, job: Job, now: datetime, taken: _Taken) -> None:
         if job.executor not in self._executors:
             logger.error(
                 "Job %r names executor %r, which does not exist; removing the job",
                 job.id,
                 job.executor,
             )
-            store.remove_job(job.id)
+            writes.remove(job.id)
             taken.removed.append(job.id)
             return
         run_times = due_run_times(job, now)
@@ -224,11 +230,11 @@ class WakeupLoop(AsyncIOScheduler):  # type: ignore[misc]
         # Recorded before the runs start; if this raises, they do not start.
         try:
             if next_run is None:
-                store.remove_job(job.id)
+                writes.remove(job.id)
                 taken.removed.append(job.id)
             else:
                 job._modify(next_run_time=next_run)
-                store.update_job(job)
+                writes.update(job)
         except JobLookupError:
             return  # removed meanwhile: its fire goes with it
         taken.fires.append((job, run_times))
@@ -258,10 +264,15 @@ class WakeupLoop(AsyncIOScheduler):  # type: ignore[misc]
             job.load_error,
         )
 
+    def listened(self) -> bool:
+        """Whether anything hears the job events (see ``Leadership``)."""
+        return bool(self._listeners)
+
     async def _submit_fires(
         self, alias: str, fires: list[tuple[Job, list[datetime]]]
     ) -> list[Any]:
         events: list[Any] = []
+        listened = self.listened()
         for index, (job, run_times) in enumerate(fires):
             if index and not index % SUBMIT_SLICE:
                 # A large due batch (a thousand jobs due at the same second) goes out in
@@ -293,7 +304,10 @@ class WakeupLoop(AsyncIOScheduler):  # type: ignore[misc]
             except Exception:
                 logger.exception("Submitting job %r to executor %r failed", job.id, job.executor)
             else:
-                events.append(JobSubmissionEvent(EVENT_JOB_SUBMITTED, job.id, alias, run_times))
+                if listened:
+                    events.append(
+                        JobSubmissionEvent(EVENT_JOB_SUBMITTED, job.id, alias, run_times)
+                    )
         return events
 
     def _store_failed(self, alias: str, exc: Exception, now: datetime) -> datetime:
