@@ -111,6 +111,8 @@ async def test_the_ledger_grants_each_fire_once(backends: Factory) -> None:
     again = [fire("a"), fire("a", 2), fire("b")]
     assert set(await one.claim(lease, again)) == {fire("a", 2)}
     assert set(await one.claim(lease, [])) == set()
+    # Asked twice in one claim: granted once.
+    assert list(await one.claim(lease, [fire("c"), fire("c"), fire("b")])) == [fire("c")]
 
 
 async def test_a_new_leader_cannot_claim_what_the_old_one_claimed(backends: Factory) -> None:

@@ -38,8 +38,10 @@ logger = logging.getLogger("quart_sched")
 
 #: Most fires one pass submits before it lets the loop run other work (see _submit_fires).
 SUBMIT_SLICE = 50
-#: Most jobs whose fires are claimed in one round trip to the fire ledger (see _dispatch).
-CLAIM_SLICE = 250
+#: Jobs whose fires a large due batch claims in its first round trip to the fire ledger;
+#: each following claim asks for twice as many, up to MAX_CLAIM_SLICE (see _dispatch).
+CLAIM_SLICE = 100
+MAX_CLAIM_SLICE = 1600
 
 
 def on_loop(loop: asyncio.AbstractEventLoop) -> bool:
@@ -131,13 +133,19 @@ class WakeupLoop(AsyncIOScheduler):  # type: ignore[misc]
         return float(min(max(wait, 0.0), TIMEOUT_MAX))
 
     async def _dispatch(self, alias: str, fires: list[tuple[Job, list[datetime]]]) -> list[Any]:
-        """Submit the fires the gate admits. A large batch is asked for in slices of
-        :data:`CLAIM_SLICE` jobs, each slice's claim under way while the previous slice is
-        submitted: the first runs start after one small claim, not after the claim of the
-        whole burst, and the claims' round trips overlap the dispatch."""
+        """Submit the fires the gate admits. A large batch is asked for in slices, each
+        slice's claim under way while the previous slice is submitted: the first runs start
+        after one small claim (:data:`CLAIM_SLICE` jobs), not after the claim of the whole
+        burst, and the claims overlap the dispatch. Each slice is twice the one before (up
+        to :data:`MAX_CLAIM_SLICE`): a claim costs less per fire than a submission, and
+        fewer, larger claims cost less than many small ones."""
         if self.gate is OPEN_GATE or len(fires) <= CLAIM_SLICE:
             return await self._submit_fires(alias, await self._admitted(fires))
-        slices = [fires[i : i + CLAIM_SLICE] for i in range(0, len(fires), CLAIM_SLICE)]
+        slices = []
+        start, size = 0, CLAIM_SLICE
+        while start < len(fires):
+            slices.append(fires[start : start + size])
+            start, size = start + size, min(size * 2, MAX_CLAIM_SLICE)
         events: list[Any] = []
         claim = asyncio.ensure_future(self._admitted(slices[0]))
         for following in [*slices[1:], None]:
