@@ -13,6 +13,7 @@ from quart import (
     copy_current_app_context,
     current_app,
     g,
+    has_request_context,
     request,
     url_for,
 )
@@ -345,6 +346,45 @@ async def test_app_context_signals_and_teardowns_run_when_registered(
             count = len(ran)
             await wait_until(lambda: len(ran) >= count + 2 and len(popped) >= 2)
     assert set(pushed) == {app.name} and set(popped) == {app.name}
+
+
+async def test_jobs_added_or_run_from_a_request_never_see_that_request(app: Quart) -> None:
+    """Each run starts in a context of its own: the request that added the job (and woke
+    the scheduler), or ran it now, is not visible inside the job."""
+    app.config.update(SCHEDULER_HISTORY=False, SCHEDULER_COORDINATION=False)
+    scheduler = APScheduler(app=app)
+    seen: list[tuple[str, bool, str]] = []
+
+    async def coroutine(tag: str) -> None:
+        seen.append((tag, has_request_context(), current_app.name))
+
+    def plain(tag: str) -> None:
+        seen.append((tag, has_request_context(), current_app.name))
+
+    @app.post("/add")
+    async def add() -> str:
+        scheduler.add_job("c", coroutine, trigger="date", args=["added async"])
+        scheduler.add_job("p", plain, trigger="date", args=["added plain"])
+        return "ok"
+
+    @app.post("/now")
+    async def now() -> str:
+        scheduler.add_job("later", coroutine, trigger="interval", hours=1, args=["run now"])
+        await scheduler.run_job("later")
+        return "ok"
+
+    scheduler.start()
+    async with app.test_app():
+        client = app.test_client()
+        assert (await client.post("/add")).status_code == 200
+        await wait_until(lambda: len(seen) == 2)
+        assert (await client.post("/now")).status_code == 200
+        await wait_until(lambda: len(seen) == 3)
+    assert sorted(seen) == [
+        ("added async", False, app.name),
+        ("added plain", False, app.name),
+        ("run now", False, app.name),
+    ]
 
 
 @pytest.mark.parametrize("kind", ["async", "plain"])

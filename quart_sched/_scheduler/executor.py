@@ -72,8 +72,9 @@ class Batch:
 class QuartExecutor(BaseExecutor):  # type: ignore[misc]
     """Runs ``async def`` jobs on the serving loop and plain functions in a thread pool.
 
-    Each run gets a fresh app context; threads see it through a copied context, as
-    Quart's ``run_sync`` does. ``max_workers`` bounds the threads. Configured
+    Each run starts in a context of its own, empty but for a fresh app context and
+    ``current_run``: nothing of the code that added or woke the job (a request) is
+    carried into it. ``max_workers`` bounds the threads. Configured
     ``threadpool`` and ``asyncio`` executors are replaced by this one, keeping their size.
     """
 
@@ -143,8 +144,8 @@ class QuartExecutor(BaseExecutor):  # type: ignore[misc]
         return grace is not None and time.time() - run_time.timestamp() > grace
 
     # The plain-function path. No task, no await: the run is handed to a pool thread,
-    # which sets the app context itself (in a copy of the loop's context, as Quart's
-    # run_sync does), calls the function and hands the run back; the loop then records
+    # which sets the app context itself (in the run's own, empty, context), calls the
+    # function and hands the run back; the loop then records
     # and reports it, for all the runs that came back meanwhile in one callback. Taken
     # when nothing needs the loop during the run: one run time, no misfire to report, and
     # an app context that needs no signal sends or teardown functions (Quart's own push
@@ -152,7 +153,7 @@ class QuartExecutor(BaseExecutor):  # type: ignore[misc]
 
     def _submit_plain(self, batch: Batch, job: Job, run_time: datetime, app: Any) -> None:
         history = self._scheduler.history
-        run = PlainRun(self, batch, job, run_time, app, contextvars.copy_context())
+        run = PlainRun(self, batch, job, run_time, app, contextvars.Context())
         if _debug():
             logger.debug("Running job %r (scheduled at %s)", job.id, run_time)
         if history is not None:
@@ -162,7 +163,7 @@ class QuartExecutor(BaseExecutor):  # type: ignore[misc]
         batch.pool.submit(run)
 
     # The coroutine path, on the same terms: the job's coroutine is the task (created in
-    # a copy of the loop's context holding the run's app context), and a done callback
+    # an empty context holding the run's app context), and a done callback
     # records and reports it; no wrapping coroutine, no await on the way back.
 
     def _start_coroutine(self, batch: Batch, job: Job, run_time: datetime, app: Any) -> None:
@@ -172,7 +173,7 @@ class QuartExecutor(BaseExecutor):  # type: ignore[misc]
             logger.debug("Running job %r (scheduled at %s)", job.id, run_time)
         if history is not None:
             run.run_id = history.started(job.id, run_time)
-        context = contextvars.copy_context()
+        context = contextvars.Context()
         try:
             task = context.run(
                 _create_job_task, batch.loop, context, app, job, run_time, run.run_id
@@ -359,7 +360,9 @@ class QuartExecutor(BaseExecutor):  # type: ignore[misc]
         batch = self._batch
         if batch is None:
             raise SchedulerNotRunningError
-        task = batch.loop.create_task(self._run(batch, job, run_times, check_misfire))
+        # In a context of its own, as on the fast paths: not the caller's (a request's).
+        run = self._run(batch, job, run_times, check_misfire)
+        task = contextvars.Context().run(batch.loop.create_task, run)
         batch.tasks.add(task)
         task.add_done_callback(batch.tasks.discard)
         return task

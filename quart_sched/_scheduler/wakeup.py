@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections import deque
 from dataclasses import dataclass, field
@@ -88,7 +89,9 @@ class WakeupLoop(AsyncIOScheduler):  # type: ignore[misc]
         if self._pass is not None:
             self._pass_again = True  # something changed during the pass: look again after
             return
-        self._pass = self._eventloop.create_task(self._run_passes())
+        # Not in the caller's context (a request adding a job, say): nothing of it lives
+        # on in the pass.
+        self._pass = contextvars.Context().run(self._eventloop.create_task, self._run_passes())
 
     async def _run_passes(self) -> None:
         wait: float | None = None
