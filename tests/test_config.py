@@ -316,3 +316,24 @@ def test_coroutine_job_on_an_executor_that_cannot_await_it_is_refused(
         ext.add_job("coro", coro, trigger="interval", seconds=5, executor="other")
     assert ext.get_jobs() == []
     ext.add_job("plain", noop, trigger="interval", seconds=5, executor="other")
+
+
+@pytest.mark.parametrize("word", ["off", "Off", " false ", "NONE", "no", "0"])
+async def test_coordination_off_as_a_word_turns_it_off(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, word: str
+) -> None:
+    """From an environment variable, "off" means off: never a directory named "off"."""
+    monkeypatch.chdir(tmp_path)
+    app = Quart("coordination_word", instance_path=str(tmp_path / "instance"))
+    app.config.update(
+        SCHEDULER_COORDINATION=word, SCHEDULER_HISTORY=False, SCHEDULER_API_ENABLED=True
+    )
+    ext = APScheduler(app=app)
+    ext.start()
+    async with app.test_app():
+        response = await app.test_client().get("/scheduler")
+        body = await response.get_json()
+    assert response.status_code == 200
+    assert body["coordination"] is None and body["role"] == "leader"
+    # The instance folder holds the warning lock of coordination off; no other directory.
+    assert [path.name for path in tmp_path.iterdir()] == ["instance"]

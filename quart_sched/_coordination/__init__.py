@@ -55,6 +55,10 @@ class CoordinationPlan:
         return without_password(self.location)
 
 
+#: Strings that turn coordination off, as False does (any case, around spaces).
+OFF_WORDS = frozenset({"off", "false", "none", "no", "0"})
+
+
 def check_setting(setting: Any) -> str | bool:
     """``SCHEDULER_COORDINATION`` as a string, or False when off.
 
@@ -62,6 +66,8 @@ def check_setting(setting: Any) -> str | bool:
     """
     if setting is False or setting is None:
         return False
+    if isinstance(setting, str) and setting.strip().lower() in OFF_WORDS:
+        return False  # from an environment variable, say: never a directory named "off"
     if isinstance(setting, (str, os.PathLike)) and os.fspath(setting):
         value = os.fspath(setting)
         scheme = url_scheme(value)
@@ -69,7 +75,7 @@ def check_setting(setting: Any) -> str | bool:
             return value
     raise ConfigurationError(
         'SCHEDULER_COORDINATION must be "auto", "file", a directory, a postgresql:// or '
-        f"redis:// URL, or False; got {setting!r}"
+        f'redis:// URL, or False (or "off"); got {setting!r}'
     )
 
 
