@@ -287,7 +287,7 @@ class RedisBackend(Backend):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await listener
         if pubsub is not None:
-            await self._quietly(pubsub.aclose())  # type: ignore[no-untyped-call]
+            await self._quietly(pubsub.aclose())  # type: ignore[no-untyped-call,unused-ignore]
         client, self._redis = self._redis, None
         if client is not None:
             await self._quietly(client.aclose(close_connection_pool=True))
@@ -458,7 +458,7 @@ class RedisBackend(Backend):
             await self._run(pubsub.subscribe(self._channel))
             await self._subscribed(pubsub)
         except BaseException:
-            await self._quietly(pubsub.aclose())  # type: ignore[no-untyped-call]
+            await self._quietly(pubsub.aclose())  # type: ignore[no-untyped-call,unused-ignore]
             raise
         self._pubsub = pubsub
         self._listener = asyncio.create_task(

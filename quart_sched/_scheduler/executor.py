@@ -547,7 +547,7 @@ def _create_job_task(
         _cv_app.set(fresh_app_context(app))
     coroutine = job.func(*job.args, **job.kwargs)
     if _TASK_CONTEXT:  # the task runs in this context itself, not in a copy of it
-        return loop.create_task(coroutine, context=context)
+        return loop.create_task(coroutine, context=context)  # type: ignore[call-arg,unused-ignore]
     return loop.create_task(coroutine)  # pragma: no cover - Python 3.10
 
 
