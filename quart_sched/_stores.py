@@ -21,6 +21,7 @@ import bisect
 import concurrent.futures
 import threading
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 from apscheduler.job import Job
@@ -168,6 +169,23 @@ def store_error(exc: Exception) -> Exception:
             f"the job store cannot be reached ({type(cause).__name__}); try again later"
         )
     return exc
+
+
+def due_jobs(store: Any, now: datetime, limit: int | None = None) -> tuple[list[Job], bool]:
+    """The jobs of ``store`` due at ``now``, in order; and whether more are due than the
+    ``limit`` taken (APScheduler's memory store only: it is read on the loop, so a large
+    due batch is taken a slice at a time; other stores give all their due jobs)."""
+    if limit is None or type(store) is not MemoryJobStore:
+        return store.get_due_jobs(now), False
+    stamp = datetime_to_utc_timestamp(now)
+    jobs: list[Job] = []
+    for job, timestamp in store._jobs:
+        if timestamp is None or timestamp > stamp:
+            break
+        if len(jobs) == limit:
+            return jobs, True
+        jobs.append(job)
+    return jobs, False
 
 
 class DueWrites:

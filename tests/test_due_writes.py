@@ -11,6 +11,7 @@ import pytest
 from quart import Quart
 
 from quart_sched import APScheduler
+from quart_sched._scheduler import wakeup
 
 import jobfuncs
 from support import wait_until
@@ -98,3 +99,26 @@ async def test_a_job_removed_by_its_own_run_leaves_the_store_consistent(app: Qua
         await wait_until(lambda: len(removed) == 30, timeout=10)
         assert [job.id for job in scheduler.get_jobs()] == ["stays"]
         _order_is_kept(scheduler)
+
+
+async def test_a_large_due_batch_starts_running_before_all_of_it_is_taken(app: Quart) -> None:
+    """An in-memory store's due batch is taken a slice at a time (TAKE_SLICE), each slice
+    dispatched before the next is taken: the first runs start while most of the batch
+    is still in the store, and the loop serves other work in between."""
+    app.config.update(SCHEDULER_COORDINATION=False, SCHEDULER_HISTORY=False)
+    scheduler = APScheduler(app=app)
+    left_in_store: list[int] = []
+
+    async def count_left() -> None:
+        left_in_store.append(len(scheduler.get_jobs()))
+
+    n = wakeup.TAKE_SLICE * 4
+    due = datetime.now(timezone.utc) + timedelta(seconds=0.5)
+    for number in range(n):
+        scheduler.add_job(f"batch-{number:04}", count_left, trigger="date", run_date=due)
+    scheduler.start()
+    async with app.test_app():
+        await wait_until(lambda: len(left_in_store) == n, timeout=10)
+    # The first runs saw the other slices still waiting in the store; the last saw none.
+    assert left_in_store[0] >= n - wakeup.TAKE_SLICE
+    assert left_in_store[-1] == 0

@@ -77,7 +77,7 @@ async def test_a_large_burst_is_claimed_in_slices_while_the_first_runs(app: Quar
 
     scheduler.add_listener(mark, 1 << 12)  # executed
     when = datetime.now(timezone.utc) + timedelta(seconds=0.5)
-    n = wakeup.CLAIM_SLICE * 3 + 10
+    n = wakeup.TAKE_SLICE + 10  # two takes from the store: the first claimed in two
     for number in range(n):
         scheduler.add_job(
             f"burst-{number}", jobfuncs.tick, trigger="date", run_date=when, args=["slices"]
@@ -86,8 +86,9 @@ async def test_a_large_burst_is_claimed_in_slices_while_the_first_runs(app: Quar
     async with app.test_app():
         await wait_until(lambda: len(first_run) >= (n + 1) // 2, timeout=10)
     sizes = [len(batch) for batch in gate.batches]
-    # A small first claim, then each twice the one before.
-    assert sizes == [wakeup.CLAIM_SLICE, wakeup.CLAIM_SLICE * 2, 10], sizes
+    # A small first claim, then the rest of the first take; then the second take.
+    assert wakeup.CLAIM_SLICE < wakeup.TAKE_SLICE <= wakeup.CLAIM_SLICE * 3
+    assert sizes == [wakeup.CLAIM_SLICE, wakeup.TAKE_SLICE - wakeup.CLAIM_SLICE, 10], sizes
     # Runs of the first slice started before the last slice was asked for.
     assert min(first_run) < gate.asked[-1]
     assert len(first_run) == (n + 1) // 2  # only the admitted ones ran

@@ -32,13 +32,15 @@ from apscheduler.triggers.base import BaseTrigger
 
 from .. import signals
 from .._gate import OPEN_GATE, Fire, FireGate
-from .._stores import DueWrites, is_persistent
+from .._stores import DueWrites, due_jobs, is_persistent
 from .unloadable import UnloadableJob
 
 logger = logging.getLogger("quart_sched")
 
 #: Most fires one pass submits before it lets the loop run other work (see _submit_fires).
 SUBMIT_SLICE = 50
+#: Most due jobs of an in-memory store one pass takes at a time (see _process_due).
+TAKE_SLICE = 250
 #: Jobs whose fires a large due batch claims in its first round trip to the fire ledger;
 #: each following claim asks for twice as many, up to MAX_CLAIM_SLICE (see _dispatch).
 CLAIM_SLICE = 100
@@ -116,15 +118,20 @@ class WakeupLoop(AsyncIOScheduler):  # type: ignore[misc]
         next_wakeup: datetime | None = None
         events: list[Any] = []
         for alias, store in list(self._jobstores.items()):
-            if is_persistent(store):
-                taken = await asyncio.to_thread(self._take_due, alias, store)
-            else:
-                taken = self._take_due(alias, store)
-            if self.listened():
-                events += [
-                    JobEvent(EVENT_JOB_REMOVED, removed, alias) for removed in taken.removed
-                ]
-            events += await self._dispatch(alias, taken.fires)
+            while True:
+                if is_persistent(store):
+                    taken = await asyncio.to_thread(self._take_due, alias, store)
+                else:
+                    # On the loop: a large due batch a slice at a time, each dispatched
+                    # before the next is taken (requests are served in between).
+                    taken = self._take_due(alias, store, TAKE_SLICE)
+                if self.listened():
+                    events += [
+                        JobEvent(EVENT_JOB_REMOVED, removed, alias) for removed in taken.removed
+                    ]
+                events += await self._dispatch(alias, taken.fires)
+                if not taken.more or self.state != STATE_RUNNING:
+                    break
             for when in (taken.next_run, taken.retry_at):
                 if when is not None and (next_wakeup is None or when < next_wakeup):
                     next_wakeup = when
@@ -195,8 +202,9 @@ class WakeupLoop(AsyncIOScheduler):  # type: ignore[misc]
                 kept.append((job, allowed))
         return kept
 
-    def _take_due(self, alias: str, store: Any) -> _Taken:
-        """Take the due jobs of one store and record their next run times in it.
+    def _take_due(self, alias: str, store: Any, limit: int | None = None) -> _Taken:
+        """Take the due jobs of one store (at most ``limit`` of an in-memory one: see
+        ``taken.more``) and record their next run times in it.
 
         Runs in a worker thread for a persistent store; ``now`` is read after the store
         answered, so time spent waiting on it never makes runs look due twice.
@@ -205,11 +213,11 @@ class WakeupLoop(AsyncIOScheduler):  # type: ignore[misc]
         with self._jobstores_lock:
             try:
                 now = datetime.now(self.timezone)
-                due_jobs = store.get_due_jobs(now)
+                due, taken.more = due_jobs(store, now, limit)
                 now = datetime.now(self.timezone)
-                writes = DueWrites(store, len(due_jobs))
+                writes = DueWrites(store, len(due))
                 try:
-                    for job in due_jobs:
+                    for job in due:
                         if isinstance(job, UnloadableJob):
                             self._report_unloadable(job)
                             taken.blocked = True
@@ -234,10 +242,9 @@ class WakeupLoop(AsyncIOScheduler):  # type: ignore[misc]
             writes.remove(job.id)
             taken.removed.append(job.id)
             return
-        run_times = due_run_times(job, now)
+        run_times, next_run = due_fires(job, now)
         if not run_times:
             return
-        next_run = job.trigger.get_next_fire_time(run_times[-1], now)
         # Recorded before the runs start; if this raises, they do not start.
         try:
             if next_run is None:
@@ -346,6 +353,7 @@ class _Taken:
     next_run: datetime | None = None
     retry_at: datetime | None = None
     blocked: bool = False  # unloadable jobs are due: the store's next run time hides others
+    more: bool = False  # more jobs are due than this take's limit
 
 
 #: How long past a fire's grace time a ledger remembers it (a standby taking over with an
@@ -370,7 +378,14 @@ MAX_DUE_STEPS = 1000
 
 
 def due_run_times(job: Job, now: datetime) -> list[datetime]:
-    """The run times ``job`` owes at ``now``, as ``job._get_run_times(now)``, bounded.
+    """The run times ``job`` owes at ``now``, as ``job._get_run_times(now)``, bounded
+    (see :func:`due_fires`)."""
+    return due_fires(job, now)[0]
+
+
+def due_fires(job: Job, now: datetime) -> tuple[list[datetime], datetime | None]:
+    """The run times ``job`` owes at ``now``, as ``job._get_run_times(now)``, bounded;
+    and its fire time after the last of them (its next run time, None: no more).
 
     Only what can still run is kept: with ``coalesce`` the latest, else the latest
     :data:`MAX_DUE_RUN_TIMES`. A job more than :data:`MAX_DUE_STEPS` fires behind (an
@@ -382,7 +397,7 @@ def due_run_times(job: Job, now: datetime) -> list[datetime]:
     first: datetime | None = job.next_run_time
     run_times, following = _walk_fires(job.trigger, first, now, keep)
     if first is None or following is None or following > now:
-        return run_times
+        return run_times, following
     # Far behind: start again `keep` mean gaps before now (never before the grace time).
     gap = max((following - first) / MAX_DUE_STEPS, timedelta(microseconds=1))
     start = now - gap * keep
@@ -390,21 +405,21 @@ def due_run_times(job: Job, now: datetime) -> list[datetime]:
         start = max(start, now - timedelta(seconds=job.misfire_grace_time))
     restart = job.trigger.get_next_fire_time(None, start)
     if restart is None or restart > now:
-        return run_times  # a later pass goes on from the last of these
+        return run_times, following  # a later pass goes on from the last of these
     logger.warning(
         "Job %r is more than %d runs behind: skipping the runs scheduled before %s",
         job.id,
         MAX_DUE_STEPS,
         restart.isoformat(),
     )
-    return _walk_fires(job.trigger, restart, now, keep)[0]
+    return _walk_fires(job.trigger, restart, now, keep)
 
 
 def _walk_fires(
     trigger: BaseTrigger, fire: datetime | None, now: datetime, keep: int
 ) -> tuple[list[datetime], datetime | None]:
     """Up to :data:`MAX_DUE_STEPS` fire times from ``fire`` to ``now``, keeping the last
-    ``keep``; and the fire time after them."""
+    ``keep``; and the fire time after the last of them."""
     run_times: deque[datetime] = deque(maxlen=keep)
     for _ in range(MAX_DUE_STEPS):
         if fire is None or fire > now:
