@@ -473,6 +473,7 @@ class BufferedRecorder(RunRecorder, Generic[C]):
         self._lock = asyncio.Lock()  # one flush or query at a time on the connection
         self._dropped = 0
         self._wake: asyncio.Event | None = None
+        self._poked = False  # _wake set since the writer last cleared it
         self._stopping: asyncio.Event | None = None
         self._opened = asyncio.Event()  # set once the writer has tried to open the store
         self._writer: asyncio.Task[None] | None = None
@@ -539,7 +540,12 @@ class BufferedRecorder(RunRecorder, Generic[C]):
             process.token,
             self.epoch,
         )
-        self._poke()
+        # _poke(), inline: this runs for every run.
+        self._recorded += 1
+        if len(self._starts) + len(self._finishes) > MAX_BUFFERED:
+            self._drop_oldest()
+        if not self._poked:
+            self._wake_writer()
         return run_id
 
     def finished(
@@ -594,8 +600,15 @@ class BufferedRecorder(RunRecorder, Generic[C]):
         self._recorded += 1
         if len(self._starts) + len(self._finishes) > MAX_BUFFERED:
             self._drop_oldest()
+        if not self._poked:
+            self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        """Set the writer's wake-up, once until the writer clears it (``_poked`` saves a
+        run the ``Event.is_set`` call)."""
         wake = self._wake
-        if wake is not None and not wake.is_set():  # set() once until the writer clears it
+        if wake is not None:
+            self._poked = True
             wake.set()
 
     def _drop_oldest(self) -> None:
@@ -690,6 +703,7 @@ class BufferedRecorder(RunRecorder, Generic[C]):
         self._closing = False
         self._close_deadline = None
         self._wake = asyncio.Event()
+        self._poked = False
         self._stopping = asyncio.Event()
         self._opened = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -791,6 +805,7 @@ class BufferedRecorder(RunRecorder, Generic[C]):
             if self._closing and not self._buffered():
                 return
             self._wake.clear()
+            self._poked = False
             if not self._buffered() and not self._closing:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._idle_timeout())
