@@ -15,11 +15,17 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from ._memo import ByObject
+
 _UNITS = (("week", 604800), ("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1))
 
 
 def describe_trigger(trigger: Any) -> str:
     """One line a person reads at a glance, with the zone when the zone changes when."""
+    return _described(trigger)
+
+
+def _describe(trigger: Any) -> str:
     if isinstance(trigger, IntervalTrigger):
         text = describe_interval(trigger.interval)
         return _with_end(text, trigger.end_date)
@@ -154,3 +160,6 @@ def _days(fields: dict[str, str]) -> str:
     if fields["year"] != "*":
         words.append(f"in {fields['year']}")
     return " ".join(words)
+
+
+_described = ByObject(_describe)

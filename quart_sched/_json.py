@@ -22,6 +22,7 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from ._jobs import TRIGGER_CLASSES, parse_datetime, trigger_arg_names
+from ._memo import ByObject
 from .errors import ValidationError
 
 #: Top-level job fields a client may send (trigger arguments come on top).
@@ -86,6 +87,10 @@ def _split_interval(delta: timedelta) -> dict[str, int | float]:
 
 def trigger_to_dict(trigger: Any) -> dict[str, Any]:
     """Flask-APScheduler's decomposition: 90 minutes is ``hours: 1, minutes: 30``."""
+    return dict(_trigger_fields(trigger))
+
+
+def _trigger_to_dict(trigger: Any) -> dict[str, Any]:
     data: dict[str, Any] = {}
     if isinstance(trigger, DateTrigger):
         data["trigger"] = "date"
@@ -108,6 +113,9 @@ def trigger_to_dict(trigger: Any) -> dict[str, Any]:
     else:
         data["trigger"] = str(trigger)
     return data
+
+
+_trigger_fields = ByObject(_trigger_to_dict)  # copied for each caller: never changed
 
 
 def job_to_dict(

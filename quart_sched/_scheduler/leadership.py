@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import os
 import uuid
@@ -142,7 +143,10 @@ class Leadership(AsyncIOScheduler):  # type: ignore[misc]
             return
         for job, _alias, _replace in self._pending_jobs:
             if id(job.trigger) in defaults:
-                _anchor(job.trigger)
+                # A new trigger, not this one changed: what was shown of it stays true.
+                anchored = copy.copy(job.trigger)
+                _anchor(anchored)
+                job._modify(trigger=anchored)
 
     def note_trigger(self, trigger: Any, trigger_args: Mapping[str, Any]) -> None:
         """A trigger was built from its name: an interval trigger given no ``start_date``
