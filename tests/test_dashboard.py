@@ -143,6 +143,24 @@ async def test_job_json_describes_each_trigger_in_words() -> None:
     assert jobs["once"]["trigger_description"] == f"once, at {when:%Y-%m-%d %H:%M:%S} UTC"
 
 
+async def test_a_changed_trigger_is_shown_as_changed() -> None:
+    """Trigger JSON and words are remembered per trigger object: a reschedule (a new
+    trigger) shows at once, in both."""
+    app, ext = make_app(SCHEDULER_TIMEZONE="Europe/Paris")
+    ext.add_job("job", noop, trigger="cron", hour=6, minute=30)
+    client = app.test_client()
+    first = await (await client.get("/scheduler/jobs/job", headers=BASIC)).get_json()
+    assert (first["hour"], first["trigger_description"]) == ("6", "at 06:30 every day, Europe/Paris")
+    changed = await client.patch(
+        "/scheduler/jobs/job", json={"trigger": "cron", "hour": 7, "minute": 15}, headers=BASIC
+    )
+    assert changed.status_code == 200
+    listed = await (await client.get("/scheduler/jobs", headers=BASIC)).get_json()
+    (job,) = [job for job in listed if job["id"] == "job"]
+    assert (job["hour"], job["minute"]) == ("7", "15")
+    assert job["trigger_description"] == "at 07:15 every day, Europe/Paris"
+
+
 async def test_a_400_names_the_field_for_the_form() -> None:
     body = '{"id": "x", "func": "m:f", "trigger": "interval", "seconds": "3"}'
     app, _ext = make_app()
