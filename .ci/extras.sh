@@ -23,6 +23,10 @@ for extra in postgresql redis; do
   "$tmp/$extra/bin/python" .ci/smoke_coordination.py "$extra"
 done
 
+# uvloop: `hypercorn -k uvloop`, as the deployment guide recommends, serves the example.
+fresh uvloop
+"$tmp/uvloop/bin/python" .ci/smoke_uvloop.py
+
 # bench: every scenario, small (about a minute on an idle machine), and no row left out
 # for want of a package (a missing peer shows as "n/a: ... is not installed", not a failure).
 fresh bench
@@ -49,4 +53,4 @@ else
   NO_MKDOCS_2_WARNING=1 "${build[@]}"
 fi
 test -f "$tmp/site/index.html"
-echo "extras: sqlalchemy, bench and docs work from a fresh install"
+echo "extras: sqlalchemy, postgresql, redis, uvloop, bench and docs work from a fresh install"

@@ -14,7 +14,7 @@ from bench import apps
 from bench._http import HOST
 
 
-def _hypercorn(app: object, port: int) -> None:
+def _hypercorn(app: object, port: int, *, uvloop: bool = False) -> None:
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
 
@@ -31,7 +31,12 @@ def _hypercorn(app: object, port: int) -> None:
             loop.add_signal_handler(sig, stop.set)
         await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
 
-    asyncio.run(main())
+    if uvloop:  # Hypercorn's "uvloop" worker class (`hypercorn -k uvloop`)
+        import uvloop as uv
+
+        uv.run(main())
+    else:
+        asyncio.run(main())
 
 
 def main() -> None:
@@ -42,6 +47,8 @@ def main() -> None:
         _hypercorn(apps.outage_app(), port)
     elif kind == "api-quart":
         _hypercorn(apps.quart_api_app(), port)
+    elif kind == "api-quart-uvloop":
+        _hypercorn(apps.quart_api_app(), port, uvloop=True)
     elif kind == "api-waitress":
         import waitress
 

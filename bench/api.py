@@ -24,9 +24,15 @@ from bench._util import (
 )
 
 QS_HYPERCORN = f"{QS} (Hypercorn)"
+QS_UVLOOP = f"{QS} (Hypercorn, uvloop)"
 FAS_GUNICORN = "Flask-APScheduler (gunicorn gthread, 4 threads)"
 FAS_WAITRESS = "Flask-APScheduler (waitress, 4 threads)"
-SERVERS = {QS_HYPERCORN: "api-quart", FAS_GUNICORN: "gunicorn", FAS_WAITRESS: "api-waitress"}
+SERVERS = {
+    QS_HYPERCORN: "api-quart",
+    QS_UVLOOP: "api-quart-uvloop",
+    FAS_GUNICORN: "gunicorn",
+    FAS_WAITRESS: "api-waitress",
+}
 CONCURRENCY = 16
 JOBS = 1000
 ENDPOINTS = ("GET /jobs/<id>", "GET /jobs", "POST /jobs")
@@ -62,7 +68,11 @@ def run(quick: bool, rounds: int | None) -> Scenario:
     )
     missing = {
         impl: f"{module} is not installed (pip install -e '.[bench]')"
-        for impl, module in ((FAS_GUNICORN, "gunicorn"), (FAS_WAITRESS, "waitress"))
+        for impl, module in (
+            (QS_UVLOOP, "uvloop"),
+            (FAS_GUNICORN, "gunicorn"),
+            (FAS_WAITRESS, "waitress"),
+        )
         if importlib.util.find_spec(module) is None
     }
     for endpoint in ENDPOINTS:
@@ -78,15 +88,18 @@ def run(quick: bool, rounds: int | None) -> Scenario:
 
     interleaved(rounds, list(SERVERS), measure)
     for endpoint in ENDPOINTS:
-        for peer in (FAS_GUNICORN, FAS_WAITRESS):
-            ratio = scenario.value(QS_HYPERCORN, endpoint, "rps") / scenario.value(
-                peer, endpoint, "rps"
-            )
-            if peer not in missing:
-                scenario.notes.append(f"{endpoint}: quart_sched ÷ {peer}: {ratio:.2f}x req/s")
+        for ours in (QS_HYPERCORN, QS_UVLOOP):
+            for peer in (FAS_GUNICORN, FAS_WAITRESS):
+                if ours in missing or peer in missing:
+                    continue
+                ratio = scenario.value(ours, endpoint, "rps") / scenario.value(
+                    peer, endpoint, "rps"
+                )
+                scenario.notes.append(f"{endpoint}: {ours} ÷ {peer}: {ratio:.2f}x req/s")
     scenario.notes += [
         "one server process each (Flask-APScheduler runs one scheduler per process); "
-        "Hypercorn's asyncio worker; gunicorn -w 1 --threads 4 (gthread); waitress's "
+        "Hypercorn's asyncio worker, and its uvloop worker (`hypercorn -k uvloop`, the "
+        "`quart-sched[uvloop]` extra); gunicorn -w 1 --threads 4 (gthread); waitress's "
         "defaults (4 threads)",
         "POST /jobs adds a new date job each time (so the store grows past 1,000)",
         "latency: from sending a request to its last byte",
