@@ -118,6 +118,7 @@ class WakeupLoop(AsyncIOScheduler):  # type: ignore[misc]
         next_wakeup: datetime | None = None
         events: list[Any] = []
         for alias, store in list(self._jobstores.items()):
+            first_claim = CLAIM_SLICE  # later takes of this pass are claimed at once
             while True:
                 if is_persistent(store):
                     taken = await asyncio.to_thread(self._take_due, alias, store)
@@ -129,7 +130,8 @@ class WakeupLoop(AsyncIOScheduler):  # type: ignore[misc]
                     events += [
                         JobEvent(EVENT_JOB_REMOVED, removed, alias) for removed in taken.removed
                     ]
-                events += await self._dispatch(alias, taken.fires)
+                events += await self._dispatch(alias, taken.fires, first_claim)
+                first_claim = MAX_CLAIM_SLICE
                 if not taken.more or self.state != STATE_RUNNING:
                     break
             for when in (taken.next_run, taken.retry_at):
@@ -142,17 +144,20 @@ class WakeupLoop(AsyncIOScheduler):  # type: ignore[misc]
         wait = next_wakeup.timestamp() - datetime.now(self.timezone).timestamp()
         return float(min(max(wait, 0.0), TIMEOUT_MAX))
 
-    async def _dispatch(self, alias: str, fires: list[tuple[Job, list[datetime]]]) -> list[Any]:
+    async def _dispatch(
+        self, alias: str, fires: list[tuple[Job, list[datetime]]], first: int = CLAIM_SLICE
+    ) -> list[Any]:
         """Submit the fires the gate admits. A large batch is asked for in slices, each
         slice's claim under way while the previous slice is submitted: the first runs start
-        after one small claim (:data:`CLAIM_SLICE` jobs), not after the claim of the whole
-        burst, and the claims overlap the dispatch. Each slice is twice the one before (up
-        to :data:`MAX_CLAIM_SLICE`): a claim costs less per fire than a submission, and
-        fewer, larger claims cost less than many small ones."""
-        if self.gate is OPEN_GATE or len(fires) <= CLAIM_SLICE:
+        after one small claim (``first`` jobs, :data:`CLAIM_SLICE` for the first take of a
+        pass), not after the claim of the whole burst. Each slice is twice the one before
+        (up to :data:`MAX_CLAIM_SLICE`): every claim is a round trip to the ledger's
+        thread, which waits for the loop's GIL while the loop is busy, so fewer, larger
+        claims cost the burst less."""
+        if self.gate is OPEN_GATE or len(fires) <= first:
             return await self._submit_fires(alias, await self._admitted(fires))
         slices = []
-        start, size = 0, CLAIM_SLICE
+        start, size = 0, first
         while start < len(fires):
             slices.append(fires[start : start + size])
             start, size = start + size, min(size * 2, MAX_CLAIM_SLICE)
