@@ -150,7 +150,10 @@ async def test_a_changed_trigger_is_shown_as_changed() -> None:
     ext.add_job("job", noop, trigger="cron", hour=6, minute=30)
     client = app.test_client()
     first = await (await client.get("/scheduler/jobs/job", headers=BASIC)).get_json()
-    assert (first["hour"], first["trigger_description"]) == ("6", "at 06:30 every day, Europe/Paris")
+    assert (first["hour"], first["trigger_description"]) == (
+        "6",
+        "at 06:30 every day, Europe/Paris",
+    )
     changed = await client.patch(
         "/scheduler/jobs/job", json={"trigger": "cron", "hour": 7, "minute": 15}, headers=BASIC
     )
