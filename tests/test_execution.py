@@ -20,7 +20,7 @@ from quart import (
 from quart.ctx import AppContext
 from quart.globals import _cv_app
 
-from quart_sched import APScheduler, JobLookupError, SchedulerNotRunningError
+from quart_sched import APScheduler, JobLookupError, SchedulerNotRunningError, current_run
 from quart_sched.errors import MaxInstancesReachedError
 
 from support import wait_until
@@ -159,7 +159,7 @@ async def test_plain_function_returning_a_coroutine_is_awaited(
     ran: list[str] = []
 
     async def inner() -> str:
-        ran.append(current_app.name)
+        ran.append(f"{current_app.name}:{current_run.job_id}")
         return "ok"
 
     class Caller:
@@ -169,7 +169,7 @@ async def test_plain_function_returning_a_coroutine_is_awaited(
     scheduler.add_job("returns-coro", Caller(), trigger="date")
     scheduler.start()
     async with app.test_app():
-        await wait_until(lambda: ran == [app.name])
+        await wait_until(lambda: ran == [f"{app.name}:returns-coro"])
 
 
 async def test_run_job_runs_now_through_the_executor(app: Quart, scheduler: APScheduler) -> None:

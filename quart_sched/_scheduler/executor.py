@@ -297,7 +297,9 @@ class QuartExecutor(BaseExecutor):  # type: ignore[misc]
         events: list[JobExecutionEvent] = []
         try:
             if run.error is None and inspect.isawaitable(run.retval):
-                # A plain function that returned a coroutine: await it here, never drop it.
+                # A plain function that returned a coroutine: await it here, never drop it
+                # (this task's own context: the run's app context and current_run, again).
+                set_current_run(job.id, run_time, run.run_id)
                 try:
                     async with _run_context(scheduler.app):
                         run.retval = await run.retval
