@@ -540,12 +540,7 @@ class BufferedRecorder(RunRecorder, Generic[C]):
             process.token,
             self.epoch,
         )
-        # _poke(), inline: this runs for every run.
-        self._recorded += 1
-        if len(self._starts) + len(self._finishes) > MAX_BUFFERED:
-            self._drop_oldest()
-        if not self._poked:
-            self._wake_writer()
+        self._poke()
         return run_id
 
     def finished(
