@@ -382,12 +382,6 @@ MAX_DUE_RUN_TIMES = 100
 MAX_DUE_STEPS = 1000
 
 
-def due_run_times(job: Job, now: datetime) -> list[datetime]:
-    """The run times ``job`` owes at ``now``, as ``job._get_run_times(now)``, bounded
-    (see :func:`due_fires`)."""
-    return due_fires(job, now)[0]
-
-
 def due_fires(job: Job, now: datetime) -> tuple[list[datetime], datetime | None]:
     """The run times ``job`` owes at ``now``, as ``job._get_run_times(now)``, bounded;
     and its fire time after the last of them (its next run time, None: no more).
