@@ -325,28 +325,39 @@ class FileBackend(Backend):
     def _claim(
         self, lease: Lease, fires: list[Fire], rows: list[tuple[Any, ...]], payload: str
     ) -> list[Fire]:
-        with self._write() as db:
+        db = self._connect()
+        # Distinct for every claim of this process (the lease's epoch is this process's
+        # alone): the rows this claim inserted are the ones that carry it.
+        now = self._last_claim = max(time.time(), self._last_claim + 1e-6)
+        # One statement, its own transaction, for the whole slice: the lease check is in
+        # it, and its rows come in one JSON parameter. SQLite runs it in one step without
+        # the GIL; every further statement (BEGIN, the check, COMMIT) or a statement per
+        # row would take the GIL back from a busy loop once more, a wait of up to the
+        # interpreter's switch interval each (5 ms).
+        inserted = db.execute(
+            "INSERT OR IGNORE INTO fires (job_id, run_time, epoch, claimed_at, keep_until) "
+            "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), ?, ?, "
+            "coalesce(json_extract(value, '$[2]'), ?) FROM json_each(?) "
+            "WHERE EXISTS (SELECT 1 FROM lease WHERE name='lease' AND epoch=? AND token=?)",
+            (
+                lease.epoch,
+                now,
+                now + DEFAULT_KEEP.total_seconds(),
+                payload,
+                lease.epoch,
+                lease.token,
+            ),
+        ).rowcount
+        if inserted == len(fires):
+            granted = fires
+        elif inserted == 0:  # all claimed before, or the lease is not ours: which?
             self._check(db, lease)
-            # Distinct for every claim of this process (the lease's epoch is this
-            # process's alone): the rows this claim inserted are the ones that carry it.
-            now = self._last_claim = max(time.time(), self._last_claim + 1e-6)
-            # One statement for the whole slice, its rows in one JSON parameter: SQLite
-            # steps it without the GIL, where a statement per row (or executemany) takes
-            # the GIL back for every row.
-            inserted = db.execute(
-                "INSERT OR IGNORE INTO fires (job_id, run_time, epoch, claimed_at, keep_until) "
-                "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), ?, ?, "
-                "coalesce(json_extract(value, '$[2]'), ?) FROM json_each(?)",
-                (lease.epoch, now, now + DEFAULT_KEEP.total_seconds(), payload),
-            ).rowcount
-            granted = (
-                fires
-                if inserted == len(fires)
-                else self._inserted(db, fires, rows, lease.epoch, now)
-            )
-            if now - self._last_sweep > SWEEP_INTERVAL:
-                self._last_sweep = now
-                db.execute("DELETE FROM fires WHERE keep_until < ?", (now,))
+            granted = []
+        else:  # the lease was current when the rows went in
+            granted = self._inserted(db, fires, rows, lease.epoch, now)
+        if now - self._last_sweep > SWEEP_INTERVAL:
+            self._last_sweep = now
+            db.execute("DELETE FROM fires WHERE keep_until < ?", (now,))
         return granted
 
     @staticmethod
