@@ -135,6 +135,27 @@ async def test_a_burst_of_claims_is_granted_in_one_call(backends: Factory) -> No
     assert len(await one.claim(lease, fires)) == 0
 
 
+async def test_fires_given_back_can_be_claimed_by_the_next_leader(backends: Factory) -> None:
+    """A leader that stops gives back the fires it claimed ahead and never ran: only
+    its own epoch's claims, and never a finished run."""
+    one, two = await backends(), await backends()
+    first = await one.acquire(member("a"))
+    assert first is not None
+    await one.claim(first, [fire("ahead"), fire("ran"), fire("kept")])
+    await one.finish([fire("ran")])
+    await one.unclaim(first, [fire("ahead"), fire("ran")])
+    await one.unclaim(first, [])
+    await one.release(first)
+    second = await two.acquire(member("b"))
+    assert second is not None
+    assert set(await two.claim(second, [fire("ahead"), fire("ran"), fire("kept")])) == {
+        fire("ahead")
+    }
+    # The old epoch's process cannot give back what the new epoch claimed.
+    await one.unclaim(first, [fire("ahead")])
+    assert set(await two.claim(second, [fire("ahead")])) == set()
+
+
 async def test_unfinished_claims_of_a_gone_leader_are_reclaimed_once(backends: Factory) -> None:
     one, two, three = await backends(), await backends(), await backends()
     first = await one.acquire(member("a"))

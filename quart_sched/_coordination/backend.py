@@ -17,7 +17,8 @@ Every backend keeps, per coordination ``key`` (one app and its job stores):
   hands the lease over at once instead of waiting for the expiry.
 - **the ledger**: one row per claimed fire (job id, scheduled run time), written only if
   no row exists for that fire *and* the claimer's epoch is the current one. Rows are kept
-  until :attr:`Fire.keep_until`; a run that ends is marked finished.
+  until :attr:`Fire.keep_until`; a run that ends is marked finished. A leader that stops
+  gives back (:meth:`Backend.unclaim`) the fires it claimed ahead of their time.
 - **wake-ups**: :meth:`Backend.notify` reaches every process listening with
   :meth:`Backend.listen` (the leader), so a write made by a standby takes effect at once;
   notifications may be lost, so the leader also polls.
@@ -161,6 +162,13 @@ class Backend(ABC):
         :raises LeaseLostError: if ``lease`` is not current
         :raises CoordinationUnavailableError: if the backend cannot be reached
         """
+
+    @abstractmethod
+    async def unclaim(self, lease: Lease, fires: Sequence[Fire]) -> None:
+        """Forget claims ``lease`` made for ``fires`` that will not run here (claimed ahead
+        of their time by a leader that stops before it), so the next leader may claim
+        them. Only rows of ``lease``'s epoch go, current or not: that epoch's process is
+        the caller, and it runs none of them. Best effort: an outage is logged."""
 
     @abstractmethod
     async def finish(self, fires: Sequence[Fire]) -> None:

@@ -382,6 +382,22 @@ class FileBackend(Backend):
                 granted.append(fire)
         return granted
 
+    async def unclaim(self, lease: Lease, fires: Sequence[Fire]) -> None:
+        if not fires:
+            return
+        rows = [(lease.epoch, fire.job_id, micros(fire.run_time)) for fire in fires]
+        try:
+            await self._call(self._unclaim, rows)
+        except CoordinationUnavailableError as exc:
+            logger.warning("%d run(s) claimed ahead not given back: %s", len(rows), exc)
+
+    def _unclaim(self, rows: list[tuple[int, str, int]]) -> None:
+        with self._write() as db:
+            db.executemany(
+                "DELETE FROM fires WHERE epoch=? AND job_id=? AND run_time=? AND finished=0",
+                rows,
+            )
+
     async def finish(self, fires: Sequence[Fire]) -> None:
         if fires:
             await self._call(self._finish, list(fires))

@@ -202,6 +202,13 @@ FROM unnest(%(job_ids)s::text[], %(run_times)s::timestamptz[]) AS done(job_id, r
 WHERE f.name = %(name)s AND f.job_id = done.job_id AND f.run_time = done.run_time
 """
 
+UNCLAIM = """
+DELETE FROM quart_sched_fires AS f
+USING unnest(%(job_ids)s::text[], %(run_times)s::timestamptz[]) AS back(job_id, run_time)
+WHERE f.name = %(name)s AND f.epoch = %(epoch)s AND NOT f.finished
+  AND f.job_id = back.job_id AND f.run_time = back.run_time
+"""
+
 PRUNE = "DELETE FROM quart_sched_fires WHERE name = %(name)s AND keep_until < now()"
 
 
@@ -465,6 +472,24 @@ class PostgresBackend(Backend):
             await self._run("marking fires finished", finish)
         except CoordinationUnavailableError as error:
             logger.warning("%s", error)
+
+    async def unclaim(self, lease: Lease, fires: Sequence[Fire]) -> None:
+        if not fires:
+            return
+        params = {
+            "name": self.key,
+            "epoch": lease.epoch,
+            "job_ids": [fire.job_id for fire in fires],
+            "run_times": [utc(fire.run_time) for fire in fires],
+        }
+
+        async def unclaim(conn: Connection) -> None:
+            await conn.execute(UNCLAIM, params)
+
+        try:
+            await self._run("giving back fires claimed ahead", unclaim)
+        except CoordinationUnavailableError as error:
+            logger.warning("%d run(s) claimed ahead not given back: %s", len(fires), error)
 
     async def unfinished(self, lease: Lease, job_ids: Collection[str]) -> list[Fire]:
         async def unfinished(conn: Connection) -> list[Fire]:

@@ -195,6 +195,21 @@ end
 return 0
 """
 
+# ARGV: prefix, epoch, then (job id, run µs) per fire. Deletes the fires still claimed by
+# that epoch and not finished.
+_UNCLAIM = """
+local prefix, epoch = ARGV[1], ARGV[2]
+for i = 3, #ARGV, 2 do
+  local job, run = ARGV[i], ARGV[i + 1]
+  local fire = prefix .. 'fire:' .. job .. ':' .. run
+  if redis.call('GET', fire) == epoch then
+    redis.call('DEL', fire)
+    redis.call('ZREM', prefix .. 'claims:' .. job, run)
+  end
+end
+return 0
+"""
+
 
 def millis(when: datetime) -> int:
     return (utc(when) - _EPOCH) // _MILLISECOND
@@ -266,6 +281,7 @@ class RedisBackend(Backend):
                 ("claim", _CLAIM),
                 ("unfinished", _UNFINISHED),
                 ("finish", _FINISH),
+                ("unclaim", _UNCLAIM),
             ]
         }
         self._redis = client
@@ -428,6 +444,17 @@ class RedisBackend(Backend):
         for fire in fires:
             args += [fire.job_id, micros(fire.run_time)]
         await self._script("finish", [], args)
+
+    async def unclaim(self, lease: Lease, fires: Sequence[Fire]) -> None:
+        if not fires:
+            return
+        args: list[Any] = [self._prefix, lease.epoch]
+        for fire in fires:
+            args += [fire.job_id, micros(fire.run_time)]
+        try:
+            await self._script("unclaim", [], args)
+        except CoordinationUnavailableError as exc:
+            logger.warning("%d run(s) claimed ahead not given back: %s", len(fires), exc)
 
     async def unfinished(self, lease: Lease, job_ids: Collection[str]) -> list[Fire]:
         if not job_ids:
