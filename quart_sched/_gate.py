@@ -40,6 +40,14 @@ class FireGate(ABC):
         """The fires of ``fires`` this process may run now (the same objects); the others
         are not run."""
 
+    def reserves(self) -> bool:
+        """Whether :meth:`reserve` is worth calling now (a gate that claims fires does)."""
+        return False
+
+    def reserve(self, fires: Sequence[Fire]) -> None:  # noqa: B027  (optional hook)
+        """``fires`` come due soon: a gate may claim them now, so that :meth:`admit` need
+        not wait for a claim when they do. Returns at once; the work goes on meanwhile."""
+
     def ran(self, fire: Fire) -> None:  # noqa: B027  (optional hook)
         """A run that :meth:`admit` let through has ended (whatever its outcome)."""
 

@@ -188,6 +188,26 @@ def due_jobs(store: Any, now: datetime, limit: int | None = None) -> tuple[list[
     return jobs, False
 
 
+def upcoming_jobs(
+    store: Any, after: datetime, until: datetime
+) -> tuple[list[Job], datetime | None]:
+    """The jobs of APScheduler's memory store whose next run time is after ``after`` and
+    no later than ``until``, in order; and the next run time after ``until`` (None:
+    none). Other stores: none (reading them is I/O, and their jobs are not known ahead)."""
+    if type(store) is not MemoryJobStore:
+        return [], None
+    low, high = datetime_to_utc_timestamp(after), datetime_to_utc_timestamp(until)
+    jobs: list[Job] = []
+    for job, timestamp in store._jobs:
+        if timestamp is None:
+            break
+        if timestamp > high:
+            return jobs, job.next_run_time
+        if timestamp > low:
+            jobs.append(job)
+    return jobs, None
+
+
 class DueWrites:
     """The writes one wake-up pass makes to the due jobs it took from one store: each
     one removed (no next run) or updated (its next run time).

@@ -8,6 +8,7 @@ Redis) are in test_chaos.py; the backends' contract in test_coordination_backend
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -24,7 +25,11 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from quart import Quart
 
 from quart_sched import APScheduler, current_run, signals
-from quart_sched._coordination.backend import ACQUIRE_INTERVAL
+from quart_sched._coordination.backend import ACQUIRE_INTERVAL, Member, micros
+from quart_sched._coordination.coordinator import Coordinator, Hooks
+from quart_sched._coordination.file import FileBackend
+from quart_sched._gate import Fire
+from quart_sched._scheduler import wakeup
 
 from support import wait_until
 
@@ -456,3 +461,109 @@ async def test_runs_under_way_at_a_graceful_stop_are_not_run_again(
         await wait_until(lambda: workers[1][1].is_leader, timeout=5)
         await asyncio.sleep(0.5)
     assert started == [("a", "long")]
+
+
+# Claims made ahead of the fires ------------------------------------------------------------
+
+STARTS: list[tuple[str, datetime]] = []
+
+
+async def record_start() -> None:
+    STARTS.append((current_run.job_id, datetime.now(timezone.utc)))
+
+
+def ledger(tmp_path: Path) -> list[tuple[str, int]]:
+    """(job id, run time µs) of every fire claimed in the instance folder's ledger."""
+    import sqlite3
+
+    [path] = (tmp_path / "instance").glob("quart_sched-*.coordination.sqlite")
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return sorted(db.execute("SELECT job_id, run_time FROM fires").fetchall())
+
+
+async def test_a_fire_is_claimed_ahead_of_its_time_and_starts_on_time_once(
+    make_worker: Callable[..., Worker],
+    stack: AsyncExitStack,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(wakeup, "CLAIM_AHEAD", timedelta(seconds=1))
+    STARTS.clear()
+    app, scheduler = make_worker("a")
+    at = _soon(1.5)
+    scheduler.add_job("ahead", record_start, trigger="date", run_date=at)
+    await stack.enter_async_context(serve(app))
+    await wait_until(lambda: ledger(tmp_path) == [("ahead", micros(at))], timeout=5)
+    assert datetime.now(timezone.utc) < at and not STARTS  # claimed, not started
+    await wait_until(lambda: STARTS, timeout=5)
+    await asyncio.sleep(0.2)
+    [(job_id, started)] = STARTS
+    assert job_id == "ahead" and started >= at
+
+
+async def test_a_leader_stopping_gives_back_the_fires_it_claimed_ahead(
+    make_worker: Callable[..., Worker], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next leader runs them: a rolling restart loses no fire."""
+    monkeypatch.setattr(wakeup, "CLAIM_AHEAD", timedelta(seconds=2))
+    workers = [make_worker(name) for name in ("a", "b")]
+    at = _soon(1.5)
+    for _app, scheduler in workers:
+        scheduler.add_job("once", record_run, trigger="date", run_date=at, misfire_grace_time=30)
+    async with AsyncExitStack() as first:
+        await first.enter_async_context(serve(workers[0][0]))
+        await wait_until(lambda: ledger(tmp_path) == [("once", micros(at))], timeout=5)
+    assert ledger(tmp_path) == []  # given back
+    async with AsyncExitStack() as second:
+        await second.enter_async_context(serve(workers[1][0]))
+        assert workers[1][1].is_leader
+        await wait_until(lambda: RUNS, timeout=5)
+        await asyncio.sleep(0.2)
+    assert RUNS == [("b", "once", at)]
+
+
+async def test_a_job_paused_after_its_fire_was_claimed_ahead_does_not_run(
+    make_worker: Callable[..., Worker],
+    stack: AsyncExitStack,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(wakeup, "CLAIM_AHEAD", timedelta(seconds=2))
+    app, scheduler = make_worker("a")
+    at = _soon(1.0)
+    scheduler.add_job("paused", record_run, trigger="date", run_date=at)
+    await stack.enter_async_context(serve(app))
+    await wait_until(lambda: ledger(tmp_path) == [("paused", micros(at))], timeout=5)
+    response = await app.test_client().post("/scheduler/jobs/paused/pause")
+    assert response.status_code == 200
+    await asyncio.sleep(max(0.0, (at - datetime.now(timezone.utc)).total_seconds()) + 0.5)
+    assert RUNS == []
+
+
+async def test_a_due_fire_waits_for_its_claim_made_ahead_instead_of_racing_it(
+    tmp_path: Path,
+) -> None:
+    """Claimed ahead and come due before that claim answered: granted once, to the pass."""
+
+    async def no_jobs() -> list[str]:
+        return []
+
+    async def no_reruns(fires: list[Fire]) -> None:
+        return None
+
+    hooks = Hooks(
+        wake=lambda: None, changed=lambda _leading, _lease: None, rerun=no_reruns, job_ids=no_jobs
+    )
+    backend = FileBackend("claimahead", directory=str(tmp_path))
+    coordinator = Coordinator(backend, Member("host", os.getpid(), "token"), hooks)
+    await coordinator.start()
+    try:
+        assert coordinator.leading
+        at = datetime.now(timezone.utc)
+        coordinator.reserve([Fire("j", at)])
+        await asyncio.sleep(0)  # its claim now sent...
+        due = Fire("j", at)
+        assert list(await coordinator.admit([due])) == [due]  # ...and the pass asks
+        assert list(await coordinator.admit([Fire("j", at)])) == []  # once
+    finally:
+        await coordinator.stop()

@@ -9,7 +9,11 @@ finds on waking that its time is up and steps down before it takes or runs anyth
 and the ledger refuses its claims anyway, since a new epoch is current by then.
 
 As the fire gate (see ``_gate``), it lets the wake-up pass take due fires only while it
-leads, and admits only the fires the ledger grants it.
+leads, and admits only the fires the ledger grants it. Fires coming due soon are claimed
+ahead of their time (:meth:`Coordinator.reserve`, in the background), so that a fire
+then starts without waiting for the ledger; a leader that stops gives back those it did
+not reach, and one that dies leaves them claimed and not run, as it would a fire it had
+claimed and not started yet.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 
 from .._gate import Fire, FireGate
 from .backend import (
@@ -43,6 +48,10 @@ FINISH_BATCH = 1000
 #: The leader looks at the job stores at least this often (seconds): a notification of a
 #: standby's change may be lost.
 POLL_INTERVAL = 2.0
+#: Seconds between two looks for fires claimed ahead that no pass will ask for.
+PURGE_INTERVAL = 60.0
+#: How long a ledger remembers a fire that says nothing (the backends' default).
+LEDGER_KEEP = timedelta(days=7)
 
 
 @dataclass
@@ -83,6 +92,12 @@ class Coordinator(FireGate):
         self._stopping = False
         self._notifying: asyncio.Task[None] | None = None
         self._releases: set[asyncio.Task[None]] = set()
+        # Fires claimed ahead of their time (see reserve): fire -> epoch it was claimed in.
+        self._reserved: dict[Fire, int] = {}
+        self._to_reserve: list[tuple[list[Fire], asyncio.Future[None]]] = []
+        self._reserving: dict[Fire, asyncio.Future[None]] = {}  # claim under way: its end
+        self._reservation: asyncio.Task[None] | None = None
+        self._next_purge = 0.0
 
     # state ----------------------------------------------------------------------------
 
@@ -108,6 +123,10 @@ class Coordinator(FireGate):
         return self.leading
 
     async def admit(self, fires: Sequence[Fire]) -> Collection[Fire]:
+        if self._reserving:
+            # Being claimed ahead: a claim now would race that claim.
+            for claimed in {self._reserving[f] for f in fires if f in self._reserving}:
+                await asyncio.shield(claimed)
         lease = self.lease
         if lease is None or not self.leading:
             # Taken from the stores while this process led; its lease ran out since.
@@ -116,19 +135,23 @@ class Coordinator(FireGate):
                 len(fires),
             )
             return []
+        ahead, rest = self._split_reserved(fires, lease.epoch)
+        if not rest:
+            return ahead
         try:
-            granted = await self.backend.claim(lease, fires)
+            granted = [*ahead, *await self.backend.claim(lease, rest)]
         except LeaseLostError:
             self._step_down("another process leads now")
+            self._give_back(lease, ahead)  # not run here either
             return []
         except CoordinationUnavailableError as exc:
             self._unavailable(exc)
             logger.warning(
                 "%d due run(s) not started: the fire ledger cannot be reached (%s)",
-                len(fires),
+                len(rest),
                 exc,
             )
-            return []
+            return ahead
         if self.rerun_patterns:
             # Only runs that a next leader may run again need their end marked.
             self._in_flight.update(fire for fire in granted if self._reruns(fire.job_id))
@@ -136,6 +159,103 @@ class Coordinator(FireGate):
         if refused:
             logger.info("%d due run(s) already claimed by another process: not run", refused)
         return granted
+
+    def _split_reserved(self, fires: Sequence[Fire], epoch: int) -> tuple[list[Fire], list[Fire]]:
+        """``fires`` claimed ahead under ``epoch`` (taken off the reservations), and the
+        others."""
+        reserved = self._reserved
+        if not reserved:
+            return [], list(fires)
+        ahead: list[Fire] = []
+        rest: list[Fire] = []
+        for fire in fires:
+            (ahead if reserved.pop(fire, None) == epoch else rest).append(fire)
+        return ahead, rest
+
+    def reserves(self) -> bool:
+        return self.leading and not self._stopping
+
+    def reserve(self, fires: Sequence[Fire]) -> None:
+        """Claim ``fires`` now, in the background; :meth:`admit` then grants them without
+        a round trip to the ledger. Not the fires of jobs that run again when interrupted
+        (their claims must say whether the run ended, which a claim made ahead cannot)."""
+        if not self.reserves():
+            return
+        reserved, reserving = self._reserved, self._reserving
+        asked = [
+            fire
+            for fire in fires
+            if fire not in reserved
+            and fire not in reserving
+            and not (self.rerun_patterns and self._reruns(fire.job_id))
+        ]
+        if not asked:
+            return
+        loop = asyncio.get_running_loop()
+        claimed = loop.create_future()
+        reserving.update(dict.fromkeys(asked, claimed))
+        self._to_reserve.append((asked, claimed))
+        if self._reservation is None:
+            self._reservation = loop.create_task(self._claim_ahead())
+
+    async def _claim_ahead(self) -> None:
+        try:
+            while self._to_reserve:
+                fires, claimed = self._to_reserve.pop(0)
+                try:
+                    await self._claim_ahead_once(fires)
+                finally:
+                    for fire in fires:
+                        self._reserving.pop(fire, None)
+                    claimed.set_result(None)
+        finally:
+            self._reservation = None
+            self._drop_queued()  # cancelled
+
+    def _drop_queued(self) -> None:
+        """Reservations not asked for yet are not made (their fires are claimed when due)."""
+        queued, self._to_reserve = self._to_reserve, []
+        for fires, claimed in queued:
+            for fire in fires:
+                self._reserving.pop(fire, None)
+            claimed.set_result(None)
+
+    async def _claim_ahead_once(self, fires: list[Fire]) -> None:
+        lease = self.lease
+        if lease is None or not self.leading:
+            return
+        try:
+            granted = await self.backend.claim(lease, fires)
+        except LeaseLostError:
+            self._step_down("another process leads now")
+            return
+        except CoordinationUnavailableError as exc:
+            self._unavailable(exc)
+            return  # claimed when they come due instead
+        if self.lease is not lease:
+            self._give_back(lease, granted)  # stepped down meanwhile
+            return
+        for fire in granted:
+            self._reserved[fire] = lease.epoch
+        self._purge_reserved()
+
+    def _purge_reserved(self) -> None:
+        """Forget reservations no pass will ask for (the job was paused, removed or
+        rescheduled after its fire was claimed): once the ledger forgets them too."""
+        if time.monotonic() < self._next_purge:
+            return
+        self._next_purge = time.monotonic() + PURGE_INTERVAL
+        now = datetime.now(timezone.utc)
+        for fire in [f for f in self._reserved if _forgotten(f, now)]:
+            del self._reserved[fire]
+
+    def _give_back(self, lease: Lease, fires: Collection[Fire]) -> None:
+        """Unclaim, in the background, fires claimed ahead that this process will not run."""
+        if not fires:
+            return
+        task = asyncio.get_running_loop().create_task(self.backend.unclaim(lease, list(fires)))
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
 
     def tracks_runs(self) -> bool:
         """Whether :meth:`ran` needs to hear of ended runs (SCHEDULER_RERUN_INTERRUPTED)."""
@@ -192,10 +312,17 @@ class Coordinator(FireGate):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            self._drop_queued()
+            reservation = self._reservation
+            if reservation is not None:
+                await asyncio.wait([reservation])  # its claim's answer says what to give back
             if self._releases:
                 await asyncio.wait(set(self._releases))
             lease, self.lease = self.lease, None
             if lease is not None:
+                # Fires claimed ahead that no pass reached: the next leader's to run.
+                reserved, self._reserved = self._reserved, {}
+                await self.backend.unclaim(lease, list(reserved))
                 # Runs still under way are this process's to finish or interrupt (its
                 # history says which): settled, so the next leader does not run them again.
                 self._finished += self._in_flight
@@ -277,6 +404,8 @@ class Coordinator(FireGate):
         lease, self.lease = self.lease, None
         if lease is None:
             return
+        reserved, self._reserved = self._reserved, {}
+        self._give_back(lease, reserved)  # never run here now: another leader may
         if not self._stopping:
             # Still ours on the backend (a pause outlived the trust, not the lease)? Let it
             # go now, so that a standby need not wait for the expiry. A no-op otherwise.
@@ -346,3 +475,9 @@ class Coordinator(FireGate):
         except CoordinationUnavailableError as exc:
             self._unavailable(exc)
             return None
+
+
+def _forgotten(fire: Fire, now: datetime) -> bool:
+    """Whether the ledger has forgotten ``fire`` by ``now`` (no pass can find it due)."""
+    keep = fire.keep_until if fire.keep_until is not None else fire.run_time + LEDGER_KEEP
+    return keep < now

@@ -32,7 +32,7 @@ from apscheduler.triggers.base import BaseTrigger
 
 from .. import signals
 from .._gate import OPEN_GATE, Fire, FireGate
-from .._stores import DueWrites, due_jobs, is_persistent
+from .._stores import DueWrites, due_jobs, is_persistent, upcoming_jobs
 from .unloadable import UnloadableJob
 
 logger = logging.getLogger("quart_sched")
@@ -45,6 +45,11 @@ TAKE_SLICE = 250
 #: each following claim asks for twice as many, up to MAX_CLAIM_SLICE (see _dispatch).
 CLAIM_SLICE = 100
 MAX_CLAIM_SLICE = 1600
+#: How soon the next fire of an in-memory job must be for its claim to be made ahead: the
+#: fires due within twice this are handed to the gate together (see _claim_ahead).
+CLAIM_AHEAD = timedelta(milliseconds=50)
+#: Most fires one look claims ahead; past it, the rest are claimed when due.
+MAX_CLAIM_AHEAD = 4 * MAX_CLAIM_SLICE
 
 
 def on_loop(loop: asyncio.AbstractEventLoop) -> bool:
@@ -64,6 +69,8 @@ class WakeupLoop(AsyncIOScheduler):  # type: ignore[misc]
     _pass_again: bool
     _failing_stores: dict[str, str]
     _unloadable_reported: set[tuple[str, str]]
+    #: Fires of in-memory jobs up to this time were handed to the gate ahead of it.
+    _claimed_ahead: datetime | None = None
 
     #
     # One pass per wake-up, as a task on the loop. For each store: take the due jobs and
@@ -139,10 +146,55 @@ class WakeupLoop(AsyncIOScheduler):  # type: ignore[misc]
                     next_wakeup = when
         for event in events:
             self._dispatch_event(event)
-        if self.state != STATE_RUNNING or next_wakeup is None:
+        if self.state != STATE_RUNNING:
             return None
-        wait = next_wakeup.timestamp() - datetime.now(self.timezone).timestamp()
+        now = datetime.now(self.timezone)
+        ahead = self._claim_ahead(now)
+        if ahead is not None and (next_wakeup is None or ahead < next_wakeup):
+            next_wakeup = ahead
+        if next_wakeup is None:
+            return None
+        wait = next_wakeup.timestamp() - now.timestamp()
         return float(min(max(wait, 0.0), TIMEOUT_MAX))
+
+    def _claim_ahead(self, now: datetime) -> datetime | None:
+        """Hand the gate the next fires of in-memory jobs, once the first of them is
+        within :data:`CLAIM_AHEAD`: the gate claims them in the background, and they
+        start without waiting for a claim when due. Returns when to look again (None:
+        no such fire is coming).
+
+        Only each job's next run time: a job that falls behind, or changes meanwhile, is
+        asked for its actual due fires when they are due, and those are claimed then."""
+        if not self.gate.reserves():
+            self._claimed_ahead = None
+            return None
+        after = self._claimed_ahead
+        if after is None or after < now:
+            after = now
+        until = now + 2 * CLAIM_AHEAD
+        jobs: list[Job] = []
+        following: datetime | None = None
+        for store in self._jobstores.values():
+            found, beyond = upcoming_jobs(store, after, until)
+            jobs += found
+            if beyond is not None and (following is None or beyond < following):
+                following = beyond
+        jobs.sort(key=_next_run_time)
+        if not jobs or jobs[0].next_run_time > now + CLAIM_AHEAD:
+            first = jobs[0].next_run_time if jobs else following
+            return None if first is None else first - CLAIM_AHEAD
+        if len(jobs) > MAX_CLAIM_AHEAD:
+            jobs = jobs[:MAX_CLAIM_AHEAD]
+            until = following = jobs[-1].next_run_time
+        fires = [
+            Fire(job.id, job.next_run_time, keep_until(job, job.next_run_time))
+            for job in jobs
+            if not isinstance(job, UnloadableJob)
+        ]
+        for start in range(0, len(fires), MAX_CLAIM_SLICE):
+            self.gate.reserve(fires[start : start + MAX_CLAIM_SLICE])
+        self._claimed_ahead = until
+        return None if following is None else following - CLAIM_AHEAD
 
     async def _dispatch(
         self, alias: str, fires: list[tuple[Job, list[datetime]]], first: int = CLAIM_SLICE
@@ -364,6 +416,10 @@ class _Taken:
 #: How long past a fire's grace time a ledger remembers it (a standby taking over with an
 #: older view of an in-memory job may still find it due until then).
 LEDGER_MARGIN = timedelta(hours=1)
+
+
+def _next_run_time(job: Job) -> datetime:
+    return job.next_run_time  # type: ignore[no-any-return]
 
 
 def keep_until(job: Job, run_time: datetime) -> datetime | None:
