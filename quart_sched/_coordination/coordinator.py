@@ -40,6 +40,7 @@ from .backend import (
 )
 
 logger = logging.getLogger("quart_sched")
+FireKey = tuple[str, datetime]
 
 LEADER = "leader"
 STANDBY = "standby"
@@ -92,10 +93,11 @@ class Coordinator(FireGate):
         self._stopping = False
         self._notifying: asyncio.Task[None] | None = None
         self._releases: set[asyncio.Task[None]] = set()
-        # Fires claimed ahead of their time (see reserve): fire -> epoch it was claimed in.
-        self._reserved: dict[Fire, int] = {}
+        # Fires claimed ahead of their time (see reserve), keyed by (job id, run time): a
+        # tuple hashes and compares in C, a Fire in Python, and a burst asks for thousands.
+        self._reserved: dict[FireKey, tuple[Fire, int]] = {}  # the epoch it was claimed in
         self._to_reserve: list[tuple[list[Fire], asyncio.Future[None]]] = []
-        self._reserving: dict[Fire, asyncio.Future[None]] = {}  # claim under way: its end
+        self._reserving: dict[FireKey, asyncio.Future[None]] = {}  # claim under way: its end
         self._reservation: asyncio.Task[None] | None = None
         self._next_purge = 0.0
 
@@ -123,9 +125,11 @@ class Coordinator(FireGate):
         return self.leading
 
     async def admit(self, fires: Sequence[Fire]) -> Collection[Fire]:
-        if self._reserving:
+        reserving = self._reserving
+        if reserving:
             # Being claimed ahead: a claim now would race that claim.
-            for claimed in {self._reserving[f] for f in fires if f in self._reserving}:
+            keys = [(fire.job_id, fire.run_time) for fire in fires]
+            for claimed in {reserving[key] for key in keys if key in reserving}:
                 await asyncio.shield(claimed)
         lease = self.lease
         if lease is None or not self.leading:
@@ -169,7 +173,8 @@ class Coordinator(FireGate):
         ahead: list[Fire] = []
         rest: list[Fire] = []
         for fire in fires:
-            (ahead if reserved.pop(fire, None) == epoch else rest).append(fire)
+            entry = reserved.pop((fire.job_id, fire.run_time), None)
+            (ahead if entry is not None and entry[1] == epoch else rest).append(fire)
         return ahead, rest
 
     def reserves(self) -> bool:
@@ -185,15 +190,15 @@ class Coordinator(FireGate):
         asked = [
             fire
             for fire in fires
-            if fire not in reserved
-            and fire not in reserving
+            if (fire.job_id, fire.run_time) not in reserved
+            and (fire.job_id, fire.run_time) not in reserving
             and not (self.rerun_patterns and self._reruns(fire.job_id))
         ]
         if not asked:
             return
         loop = asyncio.get_running_loop()
         claimed = loop.create_future()
-        reserving.update(dict.fromkeys(asked, claimed))
+        reserving.update({(fire.job_id, fire.run_time): claimed for fire in asked})
         self._to_reserve.append((asked, claimed))
         if self._reservation is None:
             self._reservation = loop.create_task(self._claim_ahead())
@@ -206,7 +211,7 @@ class Coordinator(FireGate):
                     await self._claim_ahead_once(fires)
                 finally:
                     for fire in fires:
-                        self._reserving.pop(fire, None)
+                        self._reserving.pop((fire.job_id, fire.run_time), None)
                     claimed.set_result(None)
         finally:
             self._reservation = None
@@ -217,7 +222,7 @@ class Coordinator(FireGate):
         queued, self._to_reserve = self._to_reserve, []
         for fires, claimed in queued:
             for fire in fires:
-                self._reserving.pop(fire, None)
+                self._reserving.pop((fire.job_id, fire.run_time), None)
             claimed.set_result(None)
 
     async def _claim_ahead_once(self, fires: list[Fire]) -> None:
@@ -235,8 +240,8 @@ class Coordinator(FireGate):
         if self.lease is not lease:
             self._give_back(lease, granted)  # stepped down meanwhile
             return
-        for fire in granted:
-            self._reserved[fire] = lease.epoch
+        epoch = lease.epoch
+        self._reserved.update({(fire.job_id, fire.run_time): (fire, epoch) for fire in granted})
         self._purge_reserved()
 
     def _purge_reserved(self) -> None:
@@ -246,8 +251,9 @@ class Coordinator(FireGate):
             return
         self._next_purge = time.monotonic() + PURGE_INTERVAL
         now = datetime.now(timezone.utc)
-        for fire in [f for f in self._reserved if _forgotten(f, now)]:
-            del self._reserved[fire]
+        reserved = self._reserved
+        for key in [key for key, (fire, _epoch) in reserved.items() if _forgotten(fire, now)]:
+            del reserved[key]
 
     def _give_back(self, lease: Lease, fires: Collection[Fire]) -> None:
         """Unclaim, in the background, fires claimed ahead that this process will not run."""
@@ -322,7 +328,7 @@ class Coordinator(FireGate):
             if lease is not None:
                 # Fires claimed ahead that no pass reached: the next leader's to run.
                 reserved, self._reserved = self._reserved, {}
-                await self.backend.unclaim(lease, list(reserved))
+                await self.backend.unclaim(lease, [fire for fire, _epoch in reserved.values()])
                 # Runs still under way are this process's to finish or interrupt (its
                 # history says which): settled, so the next leader does not run them again.
                 self._finished += self._in_flight
@@ -405,7 +411,8 @@ class Coordinator(FireGate):
         if lease is None:
             return
         reserved, self._reserved = self._reserved, {}
-        self._give_back(lease, reserved)  # never run here now: another leader may
+        # Never run here now: another leader may.
+        self._give_back(lease, [fire for fire, _epoch in reserved.values()])
         if not self._stopping:
             # Still ours on the backend (a pause outlived the trust, not the lease)? Let it
             # go now, so that a standby need not wait for the expiry. A no-op otherwise.

@@ -171,6 +171,8 @@ class WakeupLoop(AsyncIOScheduler):  # type: ignore[misc]
         after = self._claimed_ahead
         if after is None or after < now:
             after = now
+        elif after > now + CLAIM_AHEAD:
+            return after - CLAIM_AHEAD  # the fires claimed ahead still reach far enough
         until = now + 2 * CLAIM_AHEAD
         jobs: list[Job] = []
         following: datetime | None = None
@@ -239,7 +241,10 @@ class WakeupLoop(AsyncIOScheduler):  # type: ignore[misc]
         ]
         # A gate answers with the fires it was given: told apart by identity, no new
         # objects (a burst allocates enough already: the garbage collector notices).
-        admitted = {id(fire) for fire in await self.gate.admit(asked)}
+        granted = await self.gate.admit(asked)
+        if len(granted) == len(asked):  # each at most once: all of them
+            return fires
+        admitted = {id(fire) for fire in granted}
         kept = []
         position = 0
         for job, run_times in fires:
