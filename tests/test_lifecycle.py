@@ -366,3 +366,30 @@ def test_factory_apps_built_without_serving_do_not_trip_over_each_other() -> Non
 
     asyncio.run(serve())
     assert set(fired) == {"built_and_served"}
+
+
+def test_a_started_scheduler_keeps_nothing_per_job_for_pending_jobs(
+    app: Quart, scheduler: APScheduler
+) -> None:
+    """What add_job keeps for a pending job (its index entry, the spec to rebuild its
+    trigger in another zone) goes at start: for 100,000 jobs it was 13 MiB, held for
+    nothing. Serving again finds the jobs pending again, with their index."""
+
+    async def job() -> None:
+        pass
+
+    for i in range(100):
+        scheduler.add_job(f"j{i}", job, trigger="interval", seconds=60)
+    inner = scheduler.scheduler
+    assert len(inner._pending_index) == 100 and len(inner._retime) == 100
+
+    async def serve() -> None:
+        async with app.test_app():
+            scheduler.start()
+            assert scheduler.state == STATE_RUNNING
+            assert inner._pending_index == {} and inner._retime == {}
+            assert len(scheduler.get_jobs()) == 100
+
+    asyncio.run(serve())
+    assert len(inner._pending_index) == 100  # stopped: pending again
+    asyncio.run(serve())
