@@ -23,6 +23,7 @@ DEFAULT_SHUTDOWN_TIMEOUT = 20.0
 DEFAULT_JOBSTORE_RETRY_INTERVAL = 10.0
 DEFAULT_API_RUN_TIMEOUT = 30.0
 DEFAULT_API_MIN_INTERVAL = 1.0
+DEFAULT_CLAIM_AHEAD = 0.05
 DEFAULT_HISTORY_FILE = "quart_sched.sqlite"
 DEFAULT_HISTORY_KEEP_RUNS = 1000
 DEFAULT_HISTORY_KEEP_DAYS = 30.0
@@ -107,6 +108,13 @@ KEYS: dict[str, tuple[str, str, str]] = {
         "Globs of job ids whose runs, interrupted by the end of the leader's process, the "
         "next leader runs again (at least once instead of at most once).",
     ),
+    "SCHEDULER_CLAIM_AHEAD": (
+        "float",
+        str(DEFAULT_CLAIM_AHEAD),
+        "Seconds before their time that the leader claims the fires of in-memory jobs in "
+        "the fire ledger, so that they start without waiting for a claim (0: claim each "
+        "fire when it is due). A leader killed meanwhile loses what it claimed.",
+    ),
     "SCHEDULER_HOST_NAME": (
         "str | None",
         "None",
@@ -142,6 +150,7 @@ class SchedulerConfig:
     jobstore_retry_interval: float = DEFAULT_JOBSTORE_RETRY_INTERVAL
     coordination: Any = "auto"
     rerun_interrupted: tuple[str, ...] = ()
+    claim_ahead: float = DEFAULT_CLAIM_AHEAD
     host_name: str | None = None
     scheduler_options: Mapping[str, Any] = field(default_factory=dict)
 
@@ -295,6 +304,7 @@ def load_config(
         jobstore_retry_interval=retry,
         coordination=check_setting(config.get("SCHEDULER_COORDINATION", "auto")),
         rerun_interrupted=tuple(rerun),
+        claim_ahead=_seconds(config, "SCHEDULER_CLAIM_AHEAD", DEFAULT_CLAIM_AHEAD),
         host_name=None if host_name is None else host_name.strip().lower(),
         scheduler_options=options,
     )

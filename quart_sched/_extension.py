@@ -13,7 +13,7 @@ import re
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from apscheduler.events import EVENT_ALL
@@ -266,6 +266,7 @@ class APScheduler:
         self._scheduler.coordination_setting = config.coordination
         self._scheduler.coordination_app = (app.import_name, app.instance_path)
         self._scheduler.rerun_interrupted = config.rerun_interrupted
+        self._scheduler.claim_ahead = timedelta(seconds=config.claim_ahead)
         self._scheduler.host_name = self.host_name
 
         for job in config.jobs:

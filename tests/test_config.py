@@ -144,6 +144,8 @@ def test_jobstores_config(app: Quart) -> None:
         ("SCHEDULER_COORDINATION", "", "SCHEDULER_COORDINATION must be"),
         ("SCHEDULER_RERUN_INTERRUPTED", "billing-*", "SCHEDULER_RERUN_INTERRUPTED must be"),
         ("SCHEDULER_HOST_NAME", " ", "SCHEDULER_HOST_NAME must be"),
+        ("SCHEDULER_CLAIM_AHEAD", "50ms", "SCHEDULER_CLAIM_AHEAD must be a number"),
+        ("SCHEDULER_CLAIM_AHEAD", -0.05, "SCHEDULER_CLAIM_AHEAD must be a finite number"),
     ],
 )
 def test_bad_config_is_a_clear_error(app: Quart, key: str, value: Any, match: str) -> None:

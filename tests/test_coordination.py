@@ -29,7 +29,6 @@ from quart_sched._coordination.backend import ACQUIRE_INTERVAL, Member, micros
 from quart_sched._coordination.coordinator import Coordinator, Hooks
 from quart_sched._coordination.file import FileBackend
 from quart_sched._gate import Fire
-from quart_sched._scheduler import wakeup
 
 from support import wait_until
 
@@ -481,15 +480,22 @@ def ledger(tmp_path: Path) -> list[tuple[str, int]]:
         return sorted(db.execute("SELECT job_id, run_time FROM fires").fetchall())
 
 
+def claimed_at(tmp_path: Path, job_id: str) -> datetime:
+    import sqlite3
+
+    [path] = (tmp_path / "instance").glob("quart_sched-*.coordination.sqlite")
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        [(when,)] = db.execute("SELECT claimed_at FROM fires WHERE job_id=?", (job_id,))
+    return datetime.fromtimestamp(when, timezone.utc)
+
+
 async def test_a_fire_is_claimed_ahead_of_its_time_and_starts_on_time_once(
     make_worker: Callable[..., Worker],
     stack: AsyncExitStack,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(wakeup, "CLAIM_AHEAD", timedelta(seconds=1))
     STARTS.clear()
-    app, scheduler = make_worker("a")
+    app, scheduler = make_worker("a", SCHEDULER_CLAIM_AHEAD=1.0)
     at = _soon(1.5)
     scheduler.add_job("ahead", record_start, trigger="date", run_date=at)
     await stack.enter_async_context(serve(app))
@@ -499,14 +505,14 @@ async def test_a_fire_is_claimed_ahead_of_its_time_and_starts_on_time_once(
     await asyncio.sleep(0.2)
     [(job_id, started)] = STARTS
     assert job_id == "ahead" and started >= at
+    assert claimed_at(tmp_path, "ahead") < at
 
 
 async def test_a_leader_stopping_gives_back_the_fires_it_claimed_ahead(
-    make_worker: Callable[..., Worker], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    make_worker: Callable[..., Worker], tmp_path: Path
 ) -> None:
     """The next leader runs them: a rolling restart loses no fire."""
-    monkeypatch.setattr(wakeup, "CLAIM_AHEAD", timedelta(seconds=2))
-    workers = [make_worker(name) for name in ("a", "b")]
+    workers = [make_worker(name, SCHEDULER_CLAIM_AHEAD=2.0) for name in ("a", "b")]
     at = _soon(1.5)
     for _app, scheduler in workers:
         scheduler.add_job("once", record_run, trigger="date", run_date=at, misfire_grace_time=30)
@@ -519,17 +525,15 @@ async def test_a_leader_stopping_gives_back_the_fires_it_claimed_ahead(
         assert workers[1][1].is_leader
         await wait_until(lambda: RUNS, timeout=5)
         await asyncio.sleep(0.2)
-    assert RUNS == [("b", "once", at)]
+    assert [("b", "once", at)] == RUNS
 
 
 async def test_a_job_paused_after_its_fire_was_claimed_ahead_does_not_run(
     make_worker: Callable[..., Worker],
     stack: AsyncExitStack,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(wakeup, "CLAIM_AHEAD", timedelta(seconds=2))
-    app, scheduler = make_worker("a")
+    app, scheduler = make_worker("a", SCHEDULER_CLAIM_AHEAD=2.0)
     at = _soon(1.0)
     scheduler.add_job("paused", record_run, trigger="date", run_date=at)
     await stack.enter_async_context(serve(app))
@@ -567,3 +571,16 @@ async def test_a_due_fire_waits_for_its_claim_made_ahead_instead_of_racing_it(
         assert list(await coordinator.admit([Fire("j", at)])) == []  # once
     finally:
         await coordinator.stop()
+
+
+async def test_with_claims_ahead_off_a_fire_is_claimed_when_due(
+    make_worker: Callable[..., Worker], stack: AsyncExitStack, tmp_path: Path
+) -> None:
+    STARTS.clear()
+    app, scheduler = make_worker("a", SCHEDULER_CLAIM_AHEAD=0)
+    at = _soon(1.0)
+    scheduler.add_job("when-due", record_start, trigger="date", run_date=at)
+    await stack.enter_async_context(serve(app))
+    await wait_until(lambda: STARTS, timeout=5)
+    assert ledger(tmp_path) == [("when-due", micros(at))]
+    assert claimed_at(tmp_path, "when-due") >= at  # when due, not before

@@ -46,7 +46,8 @@ TAKE_SLICE = 250
 CLAIM_SLICE = 100
 MAX_CLAIM_SLICE = 1600
 #: How soon the next fire of an in-memory job must be for its claim to be made ahead: the
-#: fires due within twice this are handed to the gate together (see _claim_ahead).
+#: fires due within twice this are handed to the gate together (see _claim_ahead). The
+#: scheduler's ``claim_ahead`` (SCHEDULER_CLAIM_AHEAD); zero: no claim is made ahead.
 CLAIM_AHEAD = timedelta(milliseconds=50)
 #: Most fires one look claims ahead; past it, the rest are claimed when due.
 MAX_CLAIM_AHEAD = 4 * MAX_CLAIM_SLICE
@@ -69,6 +70,8 @@ class WakeupLoop(AsyncIOScheduler):  # type: ignore[misc]
     _pass_again: bool
     _failing_stores: dict[str, str]
     _unloadable_reported: set[tuple[str, str]]
+    #: How long before their time fires are claimed (see CLAIM_AHEAD).
+    claim_ahead: timedelta = CLAIM_AHEAD
     #: Fires of in-memory jobs up to this time were handed to the gate ahead of it.
     _claimed_ahead: datetime | None = None
 
@@ -159,21 +162,22 @@ class WakeupLoop(AsyncIOScheduler):  # type: ignore[misc]
 
     def _claim_ahead(self, now: datetime) -> datetime | None:
         """Hand the gate the next fires of in-memory jobs, once the first of them is
-        within :data:`CLAIM_AHEAD`: the gate claims them in the background, and they
+        within :attr:`claim_ahead`: the gate claims them in the background, and they
         start without waiting for a claim when due. Returns when to look again (None:
         no such fire is coming).
 
         Only each job's next run time: a job that falls behind, or changes meanwhile, is
         asked for its actual due fires when they are due, and those are claimed then."""
-        if not self.gate.reserves():
+        lead = self.claim_ahead
+        if not lead or not self.gate.reserves():
             self._claimed_ahead = None
             return None
         after = self._claimed_ahead
         if after is None or after < now:
             after = now
-        elif after > now + CLAIM_AHEAD:
-            return after - CLAIM_AHEAD  # the fires claimed ahead still reach far enough
-        until = now + 2 * CLAIM_AHEAD
+        elif after > now + lead:
+            return after - lead  # the fires claimed ahead still reach far enough
+        until = now + 2 * lead
         jobs: list[Job] = []
         following: datetime | None = None
         for store in self._jobstores.values():
@@ -182,9 +186,9 @@ class WakeupLoop(AsyncIOScheduler):  # type: ignore[misc]
             if beyond is not None and (following is None or beyond < following):
                 following = beyond
         jobs.sort(key=_next_run_time)
-        if not jobs or jobs[0].next_run_time > now + CLAIM_AHEAD:
+        if not jobs or jobs[0].next_run_time > now + lead:
             first = jobs[0].next_run_time if jobs else following
-            return None if first is None else first - CLAIM_AHEAD
+            return None if first is None else first - lead
         if len(jobs) > MAX_CLAIM_AHEAD:
             jobs = jobs[:MAX_CLAIM_AHEAD]
             until = following = jobs[-1].next_run_time
@@ -196,7 +200,7 @@ class WakeupLoop(AsyncIOScheduler):  # type: ignore[misc]
         for start in range(0, len(fires), MAX_CLAIM_SLICE):
             self.gate.reserve(fires[start : start + MAX_CLAIM_SLICE])
         self._claimed_ahead = until
-        return None if following is None else following - CLAIM_AHEAD
+        return None if following is None else following - lead
 
     async def _dispatch(
         self, alias: str, fires: list[tuple[Job, list[datetime]]], first: int = CLAIM_SLICE
