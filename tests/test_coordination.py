@@ -471,21 +471,23 @@ async def record_start() -> None:
     STARTS.append((current_run.job_id, datetime.now(timezone.utc)))
 
 
-def ledger(tmp_path: Path) -> list[tuple[str, int]]:
-    """(job id, run time µs) of every fire claimed in the instance folder's ledger."""
+def _ledger_query(tmp_path: Path, sql: str, *params: Any) -> list[Any]:
+    """Rows of ``sql`` on the instance folder's fire ledger (the file backend)."""
     import sqlite3
 
     [path] = (tmp_path / "instance").glob("quart_sched-*.coordination.sqlite")
     with contextlib.closing(sqlite3.connect(path)) as db:
-        return sorted(db.execute("SELECT job_id, run_time FROM fires").fetchall())
+        return db.execute(sql, params).fetchall()
+
+
+def ledger(tmp_path: Path) -> list[tuple[str, int]]:
+    """(job id, run time µs) of every fire claimed in the instance folder's ledger."""
+    return sorted(_ledger_query(tmp_path, "SELECT job_id, run_time FROM fires"))
 
 
 def claimed_at(tmp_path: Path, job_id: str) -> datetime:
-    import sqlite3
-
-    [path] = (tmp_path / "instance").glob("quart_sched-*.coordination.sqlite")
-    with contextlib.closing(sqlite3.connect(path)) as db:
-        [(when,)] = db.execute("SELECT claimed_at FROM fires WHERE job_id=?", (job_id,))
+    """When the ledger's row of ``job_id``'s one fire was written."""
+    [(when,)] = _ledger_query(tmp_path, "SELECT claimed_at FROM fires WHERE job_id=?", job_id)
     return datetime.fromtimestamp(when, timezone.utc)
 
 
