@@ -546,10 +546,8 @@ async def test_a_job_paused_after_its_fire_was_claimed_ahead_does_not_run(
     assert RUNS == []
 
 
-async def test_a_due_fire_waits_for_its_claim_made_ahead_instead_of_racing_it(
-    tmp_path: Path,
-) -> None:
-    """Claimed ahead and come due before that claim answered: granted once, to the pass."""
+def lone_coordinator(backend: FileBackend) -> Coordinator:
+    """A coordinator on ``backend`` with hooks that do nothing (no scheduler)."""
 
     async def no_jobs() -> list[str]:
         return []
@@ -560,8 +558,14 @@ async def test_a_due_fire_waits_for_its_claim_made_ahead_instead_of_racing_it(
     hooks = Hooks(
         wake=lambda: None, changed=lambda _leading, _lease: None, rerun=no_reruns, job_ids=no_jobs
     )
-    backend = FileBackend("claimahead", directory=str(tmp_path))
-    coordinator = Coordinator(backend, Member("host", os.getpid(), "token"), hooks)
+    return Coordinator(backend, Member("host", os.getpid(), "token"), hooks)
+
+
+async def test_a_due_fire_waits_for_its_claim_made_ahead_instead_of_racing_it(
+    tmp_path: Path,
+) -> None:
+    """Claimed ahead and come due before that claim answered: granted once, to the pass."""
+    coordinator = lone_coordinator(FileBackend("claimahead", directory=str(tmp_path)))
     await coordinator.start()
     try:
         assert coordinator.leading
@@ -586,3 +590,27 @@ async def test_with_claims_ahead_off_a_fire_is_claimed_when_due(
     await wait_until(lambda: STARTS, timeout=5)
     assert ledger(tmp_path) == [("when-due", micros(at))]
     assert claimed_at(tmp_path, "when-due") >= at  # when due, not before
+
+
+async def test_a_claim_ahead_that_fails_is_logged_and_the_fire_is_claimed_when_due(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    class FailsOnce(FileBackend):
+        failed = False
+
+        async def claim(self, lease: Any, fires: Any) -> Any:
+            if not self.failed:
+                self.failed = True
+                raise RuntimeError("a bug in a claim")
+            return await super().claim(lease, fires)
+
+    coordinator = lone_coordinator(FailsOnce("claimahead", directory=str(tmp_path)))
+    await coordinator.start()
+    try:
+        at = datetime.now(timezone.utc)
+        coordinator.reserve([Fire("j", at)])
+        await wait_until(lambda: "Claiming 1 fire(s) ahead of their time failed" in caplog.text)
+        due = Fire("j", at)
+        assert list(await coordinator.admit([due])) == [due]
+    finally:
+        await coordinator.stop()

@@ -209,6 +209,8 @@ class Coordinator(FireGate):
                 fires, claimed = self._to_reserve.pop(0)
                 try:
                     await self._claim_ahead_once(fires)
+                except Exception:  # a bug, not an outage: these are claimed when due
+                    logger.exception("Claiming %d fire(s) ahead of their time failed", len(fires))
                 finally:
                     for fire in fires:
                         self._reserving.pop((fire.job_id, fire.run_time), None)
