@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import bisect
 import concurrent.futures
+import pickle
 import threading
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
 from apscheduler.job import Job
-from apscheduler.jobstores.base import BaseJobStore
+from apscheduler.jobstores.base import BaseJobStore, JobLookupError
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.util import datetime_to_utc_timestamp
 
@@ -230,17 +231,26 @@ class DueWrites:
         self._removed: list[str] = []
         self._updated: list[Job] = []
 
-    def remove(self, job_id: str) -> None:
-        if self._due is None:
-            self._store.remove_job(job_id)
-        else:
+    def remove(self, job_id: str, was: datetime | None = None) -> None:
+        """Remove the job; ``was``: the next run time it was taken at (see update)."""
+        if self._due is not None:
             self._removed.append(job_id)
-
-    def update(self, job: Job) -> None:
-        if self._due is None:
-            self._store.update_job(job)
+        elif was is not None and _sql_store(self._store) is not None:
+            self._store.worker.call(_write_if_unchanged, self._store.wrapped, job_id, None, was)
         else:
+            self._store.remove_job(job_id)
+
+    def update(self, job: Job, was: datetime | None = None) -> None:
+        """Write the job's new next run time. With ``was`` (the next run time it was taken
+        at), a SQLAlchemy store is written only if its row still holds that time: another
+        process may have paused, rescheduled or removed the job since it was read, and
+        its write must not be undone. :raises JobLookupError: if it was."""
+        if self._due is not None:
             self._updated.append(job)
+        elif was is not None and _sql_store(self._store) is not None:
+            self._store.worker.call(_write_if_unchanged, self._store.wrapped, job.id, job, was)
+        else:
+            self._store.update_job(job)
 
     def flush(self) -> None:
         """Apply the held writes (a memory store's) to the store."""
@@ -266,6 +276,38 @@ class DueWrites:
         else:
             jobs.extend(entries)
             jobs.sort(key=_memory_order)
+
+
+def _sql_store(store: Any) -> Any:
+    """APScheduler's SQLAlchemy store behind ``store`` (a ThreadBoundStore), or None."""
+    if not isinstance(store, ThreadBoundStore):
+        return None
+    wrapped = store.wrapped
+    return wrapped if type(wrapped).__module__ == "apscheduler.jobstores.sqlalchemy" else None
+
+
+def _write_if_unchanged(store: Any, job_id: str, job: Job | None, was: datetime) -> None:
+    """On the store's thread: update ``job`` (None: delete the row of ``job_id``) only if
+    the row's next run time is still ``was``, in one statement.
+
+    :raises JobLookupError: if no row matched (changed or removed meanwhile)
+    """
+    table = store.jobs_t
+    where = (table.c.id == job_id) & (table.c.next_run_time == datetime_to_utc_timestamp(was))
+    if job is None:
+        statement = table.delete().where(where)
+    else:
+        statement = (
+            table.update()
+            .values(
+                job_state=pickle.dumps(job.__getstate__(), store.pickle_protocol),
+                next_run_time=datetime_to_utc_timestamp(job.next_run_time),
+            )
+            .where(where)
+        )
+    with store.engine.begin() as connection:
+        if connection.execute(statement).rowcount == 0:
+            raise JobLookupError(job_id)
 
 
 def _memory_order(entry: tuple[Job, float | None]) -> tuple[float, str]:

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import collections
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from quart import Quart
 
 from quart_sched import APScheduler
 from quart_sched._scheduler import wakeup
+from quart_sched._stores import DueWrites, bind_to_thread
 
 import jobfuncs
 from support import wait_until
@@ -122,3 +124,43 @@ async def test_a_large_due_batch_starts_running_before_all_of_it_is_taken(app: Q
     # The first runs saw the other slices still waiting in the store; the last saw none.
     assert left_in_store[0] >= n - wakeup.TAKE_SLICE
     assert left_in_store[-1] == 0
+
+
+@pytest.mark.parametrize("schedule_ends", [False, True])
+def test_a_pass_never_undoes_a_pause_written_by_another_process(
+    tmp_path: Path, schedule_ends: bool
+) -> None:
+    """The pass reads its due jobs, then writes their next run times: a pause another
+    process committed in between (the CLI, a standby) must survive, and the fire it
+    paused must not run. On a SQLAlchemy store the write is conditional on the row."""
+    from apscheduler.jobstores.base import JobLookupError
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    url = f"sqlite:///{tmp_path / 'jobs.sqlite'}"
+    other = BackgroundScheduler(timezone=timezone.utc)
+    other.add_jobstore(SQLAlchemyJobStore(url=url))
+    due = datetime.now(timezone.utc) - timedelta(seconds=1)
+    trigger = (
+        {"trigger": "date", "run_date": due}
+        if schedule_ends
+        else {"trigger": "interval", "seconds": 60, "next_run_time": due}
+    )
+    other.add_job(jobfuncs.tick_sync, args=("j",), id="j", **trigger)
+    other.start(paused=True)
+
+    store = bind_to_thread(SQLAlchemyJobStore(url=url), "default")
+    store.start(other, "default")
+    [job] = store.get_due_jobs(datetime.now(timezone.utc))  # the pass reads it...
+    other.pause_job("j")  # ...another process pauses it...
+    writes = DueWrites(store, 1)
+    with pytest.raises(JobLookupError):  # ...and the pass's write does not undo that
+        if schedule_ends:
+            writes.remove(job.id, job.next_run_time)
+        else:
+            was = job.next_run_time
+            job._modify(next_run_time=was + timedelta(seconds=60))
+            writes.update(job, was)
+    assert other.get_job("j").next_run_time is None
+    store.shutdown()
+    other.shutdown()

@@ -308,19 +308,20 @@ class WakeupLoop(AsyncIOScheduler):  # type: ignore[misc]
             writes.remove(job.id)
             taken.removed.append(job.id)
             return
+        was = job.next_run_time
         run_times, next_run = due_fires(job, now)
         if not run_times:
             return
         # Recorded before the runs start; if this raises, they do not start.
         try:
             if next_run is None:
-                writes.remove(job.id)
+                writes.remove(job.id, was)
                 taken.removed.append(job.id)
             else:
                 job._modify(next_run_time=next_run)
-                writes.update(job)
+                writes.update(job, was)
         except JobLookupError:
-            return  # removed meanwhile: its fire goes with it
+            return  # removed, paused or rescheduled meanwhile: its fire goes with it
         taken.fires.append((job, run_times))
 
     def _store_next_run(self, store: Any, now: datetime, blocked: bool) -> datetime | None:
