@@ -35,6 +35,8 @@ from typing import Any, ClassVar
 
 from .._gate import Fire
 
+#: How long a ledger remembers a claimed fire that says nothing (no misfire grace time).
+DEFAULT_KEEP = timedelta(days=7)
 #: Seconds a lease lasts after its last renewal (anchor: APScheduler 4 uses 30 s).
 LEASE_TTL = 5.0
 #: Seconds between two renewals by the leader.

@@ -25,11 +25,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from .._gate import Fire, FireGate
 from .backend import (
     ACQUIRE_INTERVAL,
+    DEFAULT_KEEP,
     RENEW_INTERVAL,
     STEP_DOWN_MARGIN,
     Backend,
@@ -51,8 +52,6 @@ FINISH_BATCH = 1000
 POLL_INTERVAL = 2.0
 #: Seconds between two looks for fires claimed ahead that no pass will ask for.
 PURGE_INTERVAL = 60.0
-#: How long a ledger remembers a fire that says nothing (the backends' default).
-LEDGER_KEEP = timedelta(days=7)
 
 
 @dataclass
@@ -212,9 +211,7 @@ class Coordinator(FireGate):
                 except Exception:  # a bug, not an outage: these are claimed when due
                     logger.exception("Claiming %d fire(s) ahead of their time failed", len(fires))
                 finally:
-                    for fire in fires:
-                        self._reserving.pop((fire.job_id, fire.run_time), None)
-                    claimed.set_result(None)
+                    self._settle(fires, claimed)
         finally:
             self._reservation = None
             self._drop_queued()  # cancelled
@@ -223,9 +220,13 @@ class Coordinator(FireGate):
         """Reservations not asked for yet are not made (their fires are claimed when due)."""
         queued, self._to_reserve = self._to_reserve, []
         for fires, claimed in queued:
-            for fire in fires:
-                self._reserving.pop((fire.job_id, fire.run_time), None)
-            claimed.set_result(None)
+            self._settle(fires, claimed)
+
+    def _settle(self, fires: list[Fire], claimed: asyncio.Future[None]) -> None:
+        """A reservation is over (made or not): passes waiting for it go on."""
+        for fire in fires:
+            self._reserving.pop((fire.job_id, fire.run_time), None)
+        claimed.set_result(None)
 
     async def _claim_ahead_once(self, fires: list[Fire]) -> None:
         lease = self.lease
@@ -256,6 +257,11 @@ class Coordinator(FireGate):
         reserved = self._reserved
         for key in [key for key, (fire, _epoch) in reserved.items() if _forgotten(fire, now)]:
             del reserved[key]
+
+    def _take_reserved(self) -> list[Fire]:
+        """The fires claimed ahead and not run yet, forgotten here (to be given back)."""
+        reserved, self._reserved = self._reserved, {}
+        return [fire for fire, _epoch in reserved.values()]
 
     def _give_back(self, lease: Lease, fires: Collection[Fire]) -> None:
         """Unclaim, in the background, fires claimed ahead that this process will not run."""
@@ -329,8 +335,7 @@ class Coordinator(FireGate):
             lease, self.lease = self.lease, None
             if lease is not None:
                 # Fires claimed ahead that no pass reached: the next leader's to run.
-                reserved, self._reserved = self._reserved, {}
-                await self.backend.unclaim(lease, [fire for fire, _epoch in reserved.values()])
+                await self.backend.unclaim(lease, self._take_reserved())
                 # Runs still under way are this process's to finish or interrupt (its
                 # history says which): settled, so the next leader does not run them again.
                 self._finished += self._in_flight
@@ -412,9 +417,7 @@ class Coordinator(FireGate):
         lease, self.lease = self.lease, None
         if lease is None:
             return
-        reserved, self._reserved = self._reserved, {}
-        # Never run here now: another leader may.
-        self._give_back(lease, [fire for fire, _epoch in reserved.values()])
+        self._give_back(lease, self._take_reserved())  # never run here now: another leader may
         if not self._stopping:
             # Still ours on the backend (a pause outlived the trust, not the lease)? Let it
             # go now, so that a standby need not wait for the expiry. A no-op otherwise.
@@ -488,5 +491,5 @@ class Coordinator(FireGate):
 
 def _forgotten(fire: Fire, now: datetime) -> bool:
     """Whether the ledger has forgotten ``fire`` by ``now`` (no pass can find it due)."""
-    keep = fire.keep_until if fire.keep_until is not None else fire.run_time + LEDGER_KEEP
+    keep = fire.keep_until if fire.keep_until is not None else fire.run_time + DEFAULT_KEEP
     return keep < now

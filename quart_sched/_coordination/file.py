@@ -26,12 +26,13 @@ import time
 import weakref
 from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from functools import partial
 from typing import Any, TypeVar
 
 from .._gate import Fire
 from .backend import (
+    DEFAULT_KEEP,
     LEASE_TTL,
     Backend,
     CoordinationUnavailableError,
@@ -50,8 +51,6 @@ except ImportError:  # pragma: no cover - not POSIX: the lease's expiry is the o
 logger = logging.getLogger("quart_sched")
 T = TypeVar("T")
 
-#: How long a claimed fire is remembered when it says nothing (no misfire grace time).
-DEFAULT_KEEP = timedelta(days=7)
 #: Seconds between two sweeps of ledger rows past their keep_until.
 SWEEP_INTERVAL = 60.0
 #: Seconds a statement waits for another process's transaction on the file.
